@@ -51,10 +51,13 @@ build_group() {
   local start=$SECONDS out
   out=$(mktemp -d)
   (cd "$dir" && go mod download)
-  (cd "$dir" && go build -trimpath -tags="$tg" -ldflags="$ld" -o "$out/" "${missing[@]}")
+  if [ ${#missing[@]} -eq 1 ]; then
+    (cd "$dir" && go build -trimpath -tags="$tg" -ldflags="$ld" -o "$out/${names[0]}" "${missing[0]}")
+  else
+    (cd "$dir" && go build -trimpath -tags="$tg" -ldflags="$ld" -o "$out/" "${missing[@]}")
+  fi
   for name in "${names[@]}"; do
-    # go build names a module-root main package after the last path element (etcd's is "v3").
-    if [ "$name" = etcd ]; then mv "$out/v3" "$BIN/etcd"; else mv "$out/$name" "$BIN/$name"; fi
+    mv "$out/$name" "$BIN/$name"
     echo "$key" > "$BIN/.$name.stamp"
   done
   rm -rf "$out"

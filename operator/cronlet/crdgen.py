@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from cronlet import model
 
@@ -60,7 +61,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bo
     return out
 
 
-def _schema_of(cls: type[model.BaseModel], *, keep_defaults: bool) -> dict[str, Any]:
+def _schema_of(cls: type[BaseModel], *, keep_defaults: bool) -> dict[str, Any]:
     js = cls.model_json_schema(by_alias=True, mode="validation")
     return _structural(js, js.get("$defs", {}), keep_defaults=keep_defaults)
 

@@ -225,15 +225,17 @@ def due_runs(schedule: Schedule, *, since: datetime, now: datetime, limit: int =
             return DueRuns(DueKind.NONE, None, 0)
         latest = schedule.anchor + k_now * schedule.period
         return DueRuns(DueKind.MANY if count > limit else DueKind.FEW, latest, count)
-    count, latest, t = 0, None, since
+    count, t = 0, since
+    last_seen: datetime | None = None
+    nxt: datetime | None
     while True:
         nxt = next_after(schedule, t)
         if nxt is None or nxt > now:
             break
-        count, latest, t = count + 1, nxt, nxt
+        count, last_seen, t = count + 1, nxt, nxt
         if count > limit:
             return DueRuns(DueKind.MANY, latest_at_or_before(schedule, now), count)
-    return DueRuns(DueKind.FEW if count else DueKind.NONE, latest, count)
+    return DueRuns(DueKind.FEW if count else DueKind.NONE, last_seen, count)
 
 
 # --------------------------------------------------------------------------- backoff
@@ -325,9 +327,9 @@ def _cron_step(s: CronSchedule, t: datetime, *, forward: bool) -> datetime | Non
             if (wall - best_wall) * sign > stop_margin:
                 return best
         for inst in _instants_of(s, wall):
-            if (inst > t) if forward else (inst < t):
-                if best is None or (inst < best if forward else inst > best):
-                    best = inst
-                    stop_margin = max(margin, _offset_change(s.zone, best))
+            beyond = inst > t if forward else inst < t
+            if beyond and (best is None or (inst < best if forward else inst > best)):
+                best = inst
+                stop_margin = max(margin, _offset_change(s.zone, best))
         if best is not None and stop_margin == timedelta(0):
             return best

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from cronlet import schedule as s
 
 
@@ -75,7 +75,7 @@ def test_hash_field_is_stable_per_task_and_differs_between_tasks() -> None:
 def test_hash_with_step_in_seconds_field() -> None:
     sched = s.compile_cron("H/10 * * * * *", hash_key="x")
     times = s.upcoming(sched, utc(2026, 1, 1), 3)
-    assert [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)] == [10.0, 10.0]
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(times)] == [10.0, 10.0]
 
 
 def test_latest_at_or_before_includes_the_instant_itself() -> None:

@@ -1,0 +1,191 @@
+"""Helpers for operator integration tests: the operator as a subprocess, and ScheduledTask reads/writes.
+
+The operator runs the way a user runs it (``cronlet operator``), against the real local control plane.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from helpers import wait_for
+from kubernetes import client
+
+GROUP, VERSION, PLURAL = "cronlet.dev", "v1alpha1", "scheduledtasks"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    """``cronlet operator`` in a subprocess: start, stop (SIGTERM), kill (SIGKILL), scrape."""
+
+    def __init__(self, kubeconfig: str, log_dir: Path, extra_args: list[str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_dir / "operator.log"
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.starts = 0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.port = free_port()
+        self.starts += 1
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        log.write(f"\n===== start #{self.starts} at {datetime.now(UTC).isoformat()} =====\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cronlet.cli", "operator", "--metrics-port", str(self.port),
+             "--executor-image", "cronlet:test", *self.extra_args],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_for(self._ready, timeout=60, message=lambda: f"operator not ready; log:\n{self.log_tail()}")
+
+    def _ready(self) -> bool:
+        if not self.running:
+            raise AssertionError(f"operator exited with {self.proc and self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class Tasks:
+    """ScheduledTask reads and writes in one namespace."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api = api
+        self.ns = namespace
+        self.custom = client.CustomObjectsApi(api)
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+
+    def create(self, name: str, spec: dict[str, Any], *, annotations: dict[str, str] | None = None,
+               labels: dict[str, str] | None = None) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledTask",
+                "metadata": {"name": name, "annotations": annotations or {}, "labels": labels or {}},
+                "spec": spec}
+        return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name))
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.get(name).get("status") or {})
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, {"spec": spec})
+
+    def annotate(self, name: str, annotations: dict[str, str]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name,
+                                                   {"metadata": {"annotations": annotations}})
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    def jobs(self, name: str) -> list[Any]:
+        items = self.batch.list_namespaced_job(self.ns, label_selector=f"cronlet.dev/task={name}").items
+        return sorted(items, key=lambda j: (j.metadata.creation_timestamp, j.metadata.name))
+
+    def events(self, name: str) -> list[Any]:
+        items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
+        return list(items)
+
+    def wait_status(self, name: str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 60,
+                    what: str = "status") -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+
+        def check() -> bool:
+            nonlocal seen
+            seen = self.status(name)
+            return bool(predicate(seen))
+
+        wait_for(check, timeout=timeout, message=lambda: f"{name}: {what} not reached; status: {seen}")
+        return seen
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        return list(self.status(name).get("history") or [])
+
+
+def outcomes(status: dict[str, Any]) -> list[str]:
+    return [h["outcome"] for h in status.get("history") or []]
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@contextlib.contextmanager
+def stopped(op: OperatorProcess, *, kill: bool = False) -> Any:
+    """The operator down for the duration of the block (killed or stopped), then started again."""
+    if kill:
+        op.kill()
+    else:
+        op.stop()
+    try:
+        yield
+    finally:
+        op.start()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def sleep_until(t: datetime) -> None:
+    """Wait for the wall clock to pass ``t`` (used only to let a due time pass while the operator is down)."""
+    delay = (t - now()).total_seconds()
+    if delay > 0:
+        time.sleep(delay)

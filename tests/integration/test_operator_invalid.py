@@ -1,0 +1,66 @@
+"""Bad input: rejected by the API server where it can be, else Invalid with a reason, one Event, no hot loop."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kit import OperatorProcess, Tasks
+from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.cluster
+
+CASES = [
+    ("bad-cron", {"schedule": "61 * * * * *"}, "InvalidSchedule", "invalid cron expression"),
+    ("never", {"schedule": "0 0 30 2 *"}, "InvalidSchedule", "never fires"),
+    ("bad-zone", {"schedule": "@daily", "timeZone": "Mars/Olympus"}, "UnknownTimeZone", "unknown time zone"),
+    ("bad-handler", {"schedule": "@daily", "handler": "no-such-handler"}, "UnknownHandler", "not registered"),
+    ("too-big", {"schedule": "@daily", "parameters": {"blob": "x" * 70000}}, "ParametersTooLarge", "64 KiB"),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "reason", "text"), CASES, ids=[c[0] for c in CASES])
+def test_invalid_spec_is_reported_once_and_recovers_when_fixed(tasks: Tasks, operator: OperatorProcess,
+                                                               name: str, spec: dict[str, object], reason: str,
+                                                               text: str) -> None:
+    tasks.create(name, {"handler": "echo", **spec})
+    st = tasks.wait_status(name, lambda s: s.get("phase") == "Invalid", timeout=20)
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert text in ready["message"]
+    assert "nextRunTime" not in st
+    reconciles = _reconciles(operator)
+    time.sleep(3)  # a window long enough to see a hot retry loop, were there one
+    assert _reconciles(operator) - reconciles <= 2
+    warnings = [e for e in tasks.events(name) if e.type == "Warning" and e.reason == reason]
+    assert len(warnings) == 1 and (warnings[0].count or 1) == 1
+    tasks.patch_spec(name, {"schedule": "*/2 * * * * *", "timeZone": "UTC", "handler": "echo",
+                            "parameters": {"ok": True}})
+    st = tasks.wait_status(name, lambda s: s.get("phase") in ("Scheduled", "Running")
+                           and s.get("counters", {}).get("runs", 0) >= 1, timeout=30)
+    assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True"
+    assert st["observedGeneration"] == 2
+
+
+def _reconciles(op: OperatorProcess) -> float:
+    line = next(x for x in op.metrics().splitlines() if x.startswith("cronlet_reconciles_total "))
+    return float(line.split()[1])
+
+
+API_REJECTED = [
+    ("both-schedules", {"schedule": "@daily", "interval": "5m", "handler": "echo"}, "exactly one of"),
+    ("no-schedule", {"handler": "echo"}, "exactly one of"),
+    ("bad-policy", {"schedule": "@daily", "handler": "echo", "concurrencyPolicy": "Sometimes"}, "Unsupported value"),
+    ("bad-interval", {"interval": "5 minutes", "handler": "echo"}, "spec.interval"),
+    ("negative-retries", {"schedule": "@daily", "handler": "echo", "maxRetries": -1}, "spec.maxRetries"),
+    ("no-handler", {"schedule": "@daily"}, "spec.handler"),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "text"), API_REJECTED, ids=[c[0] for c in API_REJECTED])
+def test_api_server_rejects_what_the_schema_can_check(tasks: Tasks, name: str, spec: dict[str, object],
+                                                      text: str) -> None:
+    with pytest.raises(ApiException) as err:
+        tasks.create(name, spec)
+    assert err.value.status == 422
+    assert text in str(err.value.body)

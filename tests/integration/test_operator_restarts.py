@@ -1,0 +1,80 @@
+"""Nothing lost, nothing doubled: the operator killed or stopped and started again; GitOps safety."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from kit import OperatorProcess, Tasks, now, outcomes, sleep_until, stopped, ts
+
+pytestmark = pytest.mark.cluster
+
+
+def _dues(tasks: Tasks, name: str) -> list[str]:
+    return [j.metadata.annotations["cronlet.dev/scheduled-time"] for j in tasks.jobs(name)]
+
+
+def test_sigkill_mid_run_neither_duplicates_nor_loses_a_run(tasks: Tasks, operator: OperatorProcess) -> None:
+    tasks.create("survivor", {"schedule": "*/4 * * * * *", "handler": "sleep", "parameters": {"seconds": 2}})
+    tasks.wait_status("survivor", lambda s: s.get("phase") == "Running", timeout=30)
+    with stopped(operator, kill=True):
+        sleep_until(now() + timedelta(seconds=5))  # the running attempt finishes, a due time passes
+    st = tasks.wait_status("survivor", lambda s: s.get("counters", {}).get("succeeded", 0) >= 3, timeout=40)
+    dues = _dues(tasks, "survivor")
+    assert len(dues) == len(set(dues)), f"a due time got two Jobs: {dues}"
+    started = [h["scheduledTime"] for h in st["history"] if h["outcome"] in ("Succeeded", "Failed")]
+    assert len(started) == len(set(started)), "a run was recorded twice"
+    # Every due time from the first to the last run was started, skipped or recorded missed.
+    handled = set(dues) | {h["scheduledTime"] for h in st["history"]}
+    first, last = min(map(ts, dues)), max(map(ts, dues))
+    t = first
+    while t <= last:
+        assert t.strftime("%Y-%m-%dT%H:%M:%SZ") in handled, f"due time {t} was lost"
+        t += timedelta(seconds=4)
+    assert st["counters"]["runs"] == len(dues)
+
+
+def test_starting_deadline_turns_runs_missed_while_down_into_missed(tasks: Tasks,
+                                                                   operator: OperatorProcess) -> None:
+    tasks.create("deadline", {"schedule": "*/3 * * * * *", "handler": "echo", "startingDeadlineSeconds": 1})
+    tasks.wait_status("deadline", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=30)
+    with stopped(operator):
+        down = now()
+        sleep_until(down + timedelta(seconds=7))  # at least two due times pass, each past its 1 s deadline
+        up = now()
+    st = tasks.wait_status("deadline", lambda s: s.get("counters", {}).get("missed", 0) >= 2, timeout=20)
+    assert "Missed" in outcomes(st)
+    late = [d for d in map(ts, _dues(tasks, "deadline")) if down + timedelta(seconds=1) < d < up]
+    assert late == [], f"runs past their deadline were started: {late}"
+    assert ("Warning", "MissedSchedule") in [(e.type, e.reason) for e in tasks.events("deadline")]
+
+
+def test_without_deadline_only_the_most_recent_missed_run_starts(tasks: Tasks,
+                                                                 operator: OperatorProcess) -> None:
+    tasks.create("catchup", {"schedule": "*/2 * * * * *", "handler": "echo"})
+    tasks.wait_status("catchup", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=30)
+    with stopped(operator):
+        down = now()
+        sleep_until(down + timedelta(seconds=7))
+    st = tasks.wait_status("catchup", lambda s: s.get("counters", {}).get("missed", 0) >= 1, timeout=20)
+    during = sorted(d for d in map(ts, _dues(tasks, "catchup")) if d > down + timedelta(seconds=1))
+    assert during, "nothing started after the restart"
+    missed = next(h for h in st["history"] if h["outcome"] == "Missed")
+    assert "only the most recent is started" in missed["message"]
+
+
+def test_operator_never_writes_spec_or_metadata(tasks: Tasks) -> None:
+    created = tasks.create("gitops", {"schedule": "*/2 * * * * *", "handler": "echo"},
+                           annotations={"team": "platform"}, labels={"app": "billing"})
+    tasks.wait_status("gitops", lambda s: s.get("counters", {}).get("succeeded", 0) >= 3, timeout=40)
+    body = tasks.get("gitops")
+    meta = body["metadata"]
+    assert meta.get("annotations") == {"team": "platform"}
+    assert meta.get("labels") == {"app": "billing"}
+    assert not meta.get("finalizers")
+    assert meta["generation"] == created["metadata"]["generation"] == 1
+    assert body["spec"] == created["spec"]
+    managers = {(m["manager"], m.get("subresource", "")) for m in meta["managedFields"]}
+    status_managers = {m for m, sub in managers if sub == "status"}
+    assert status_managers == {"cronlet"}
+    assert all(m != "cronlet" for m, sub in managers if sub != "status")

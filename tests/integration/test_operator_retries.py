@@ -1,0 +1,71 @@
+"""Failed attempts are retried with exponential backoff; exhaustion, permanent failure and timeouts."""
+
+from __future__ import annotations
+
+import pytest
+from kit import Tasks, outcomes, ts
+
+pytestmark = pytest.mark.cluster
+
+YEARLY = "@yearly"  # never due during a test: runs are started with run-now, one at a time
+
+
+def _failed_at(job: object) -> float:
+    cond = next(c for c in job.status.conditions if c.type == "Failed" and c.status == "True")  # type: ignore[attr-defined]
+    return float(cond.last_transition_time.timestamp())
+
+
+def test_failing_handler_is_retried_with_backoff_until_it_succeeds(tasks: Tasks) -> None:
+    tasks.create("flaky", {"schedule": YEARLY, "handler": "fail", "maxRetries": 3,
+                           "parameters": {"message": "not yet", "succeedOnAttempt": 3},
+                           "backoff": {"initialDelay": "2s", "multiplier": 2, "jitter": 0}},
+                 annotations={"cronlet.dev/run-now": "go"})
+    st = tasks.wait_status("flaky", lambda s: s.get("counters", {}).get("succeeded") == 1, timeout=60)
+    assert st["history"][0]["attempts"] == 3 and st["counters"]["retries"] == 2
+    jobs = sorted(tasks.jobs("flaky"), key=lambda j: int(j.metadata.labels["cronlet.dev/attempt"]))
+    assert [j.metadata.labels["cronlet.dev/attempt"] for j in jobs] == ["1", "2", "3"]
+    assert len({j.metadata.labels["cronlet.dev/run-id"] for j in jobs}) == 1
+    # Delay = next attempt's creation - previous attempt's failure; timestamps have 1 s resolution.
+    d1 = jobs[1].metadata.creation_timestamp.timestamp() - _failed_at(jobs[0])
+    d2 = jobs[2].metadata.creation_timestamp.timestamp() - _failed_at(jobs[1])
+    assert 1.0 <= d1 <= 3.5, d1
+    assert 3.0 <= d2 <= 5.5, d2
+    assert d2 > d1
+
+
+def test_retries_exhausted_fail_the_run(tasks: Tasks) -> None:
+    tasks.create("doomed", {"schedule": YEARLY, "handler": "fail", "maxRetries": 1,
+                            "parameters": {"message": "database unreachable"},
+                            "backoff": {"initialDelay": "1s", "jitter": 0}},
+                 annotations={"cronlet.dev/run-now": "go"})
+    st = tasks.wait_status("doomed", lambda s: s.get("phase") == "Failed", timeout=45)
+    assert outcomes(st) == ["Failed"] and st["history"][0]["attempts"] == 2
+    assert "database unreachable" in st["history"][0]["message"]
+    assert st["lastResult"] == "Failed"
+    cond = next(c for c in st["conditions"] if c["type"] == "LastRunSucceeded")
+    assert (cond["status"], cond["reason"]) == ("False", "RetriesExhausted")
+    assert st.get("nextRunTime")  # still scheduled
+    reasons = [(e.type, e.reason) for e in tasks.events("doomed")]
+    assert ("Warning", "RetriesExhausted") in reasons
+
+
+def test_exit_code_2_is_a_permanent_failure(tasks: Tasks) -> None:
+    tasks.create("perm", {"schedule": YEARLY, "handler": "fail", "maxRetries": 3,
+                          "parameters": {"message": "bad input", "retryable": False}},
+                 annotations={"cronlet.dev/run-now": "go"})
+    st = tasks.wait_status("perm", lambda s: s.get("phase") == "Failed", timeout=30)
+    assert st["history"][0]["attempts"] == 1 and st["counters"]["retries"] == 0
+    assert len(tasks.jobs("perm")) == 1
+    assert ("Warning", "PermanentFailure") in [(e.type, e.reason) for e in tasks.events("perm")]
+
+
+def test_timeout_stops_the_attempt_and_counts_as_a_failure(tasks: Tasks) -> None:
+    tasks.create("slowpoke", {"schedule": YEARLY, "handler": "sleep", "parameters": {"seconds": 60},
+                              "timeout": "2s", "maxRetries": 0},
+                 annotations={"cronlet.dev/run-now": "go"})
+    st = tasks.wait_status("slowpoke", lambda s: s.get("phase") == "Failed", timeout=40)
+    assert "timed out after 2s" in st["history"][0]["message"]
+    job = tasks.jobs("slowpoke")[0]
+    assert job.spec.active_deadline_seconds == 2
+    done, started = ts(st["history"][0]["completionTime"]), ts(st["history"][0]["startTime"])
+    assert (done - started).total_seconds() < 15

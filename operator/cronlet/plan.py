@@ -17,7 +17,7 @@ import enum
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -396,13 +396,15 @@ def _due(task: TaskView, spec: TaskSpec, sched: schedule.Schedule, w: _Work) -> 
         deadline = spec.starting_deadline_seconds
         start_latest = deadline is None or (w.now - due.latest).total_seconds() <= deadline
         missed = due.count - (1 if start_latest else 0)
-        if missed > 0:
+        last_missed = due.latest if not start_latest else schedule.latest_at_or_before(
+            sched, due.latest - timedelta(microseconds=1))
+        if missed > 0 and last_missed is not None:
             many = "more than " if due.kind is schedule.DueKind.MANY else ""
             why = (f"not started within startingDeadlineSeconds={deadline}" if deadline is not None
                    else "fell due while the operator was not running; only the most recent is started")
-            text = f"{many}{missed} due run(s) up to {rfc3339(due.latest)} {why}"
+            text = f"{many}{missed} due run(s) up to {rfc3339(last_missed)} {why}"
             w.counters["missed"] += missed
-            w.record(HistoryEntry(scheduled_time=rfc3339(due.latest), outcome="Missed", message=text))
+            w.record(HistoryEntry(scheduled_time=rfc3339(last_missed), outcome="Missed", message=text))
             w.events.append(Event("Warning", "MissedSchedule", text))
             w.observations.append(RunFinished("Missed", count=missed))
         if start_latest and _admit(task, spec, due.latest, "due run", w):

@@ -50,6 +50,12 @@ def build_registry(sched: scheduler.Scheduler, health: metrics.HealthState) -> k
     registry = kopf.OperatorRegistry()
     store = sched.store
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same resolution as our own client: in-cluster service account, else the kubeconfig.
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+        return info
+
     # Index handlers run for every event *before* kopf lifts its initial-listing barrier, so the store holds
     # every task and every Job before the first decision is taken: a restart cannot mistake a Job it has not
     # listed yet for a missing one.

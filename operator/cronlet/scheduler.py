@@ -221,6 +221,9 @@ class Scheduler:
                     raise RuntimeError(f"Job {manifest['metadata']['name']} exists and is not owned by this "
                                        "task") from None
             except kube.ApiFailure as exc:
+                if exc.status == 403 and "being terminated" in exc.message:
+                    log.debug("namespace %s is being deleted; not starting runs there", key[0])
+                    return  # the task goes with its namespace; nothing to retry
                 if 400 <= exc.status < 500 and exc.status not in (409, 429):
                     await self._event(view, plan.Event("Warning", "JobCreateFailed",
                                                        f"could not create Job: {exc.message}"), now)

@@ -16,7 +16,7 @@ def _failed_at(job: object) -> float:
 
 
 def test_failing_handler_is_retried_with_backoff_until_it_succeeds(tasks: Tasks) -> None:
-    tasks.create("flaky", {"schedule": YEARLY, "handler": "fail", "maxRetries": 3,
+    tasks.create("flaky", {"schedule": YEARLY, "handler": "fail", "maxRetries": 3, "failedJobsHistoryLimit": 5,
                            "parameters": {"message": "not yet", "succeedOnAttempt": 3},
                            "backoff": {"initialDelay": "2s", "multiplier": 2, "jitter": 0}},
                  annotations={"cronlet.dev/run-now": "go"})

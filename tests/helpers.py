@@ -1,0 +1,61 @@
+"""Helpers shared by Cronlet's tests: waiting for a condition, and running the pinned kubectl.
+
+For: the few lines every integration test would otherwise repeat. Must not: hold fixtures (those are in
+conftest.py), sleep as an assertion (``wait_for`` polls a condition and fails with what it last saw), or
+use a kubectl from PATH (it is usually another version than the cluster's).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from localkube import binaries
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.2,
+    *,
+    message: str,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call ``predicate`` until it returns something truthy, and return that.
+
+    Exceptions of the types in ``ignore`` count as "not yet" (e.g. a 404 before an object exists).
+    On timeout: AssertionError with ``message``, the last value and the last ignored error.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    error: BaseException | None = None
+    while True:
+        try:
+            last = predicate()
+            error = None
+            if last:
+                return last
+        except ignore as caught:
+            error = caught
+        if time.monotonic() >= deadline:
+            detail = f"last value: {last!r}" + (f"; last error: {error!r}" if error is not None else "")
+            raise AssertionError(f"timed out after {timeout} s waiting for: {message} ({detail})")
+        time.sleep(interval)
+
+
+def kubectl(
+    kubeconfig: str, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run the pinned kubectl against ``kubeconfig``; with ``check``, a failure is an AssertionError."""
+    argv = [str(binaries.find("kubectl")), f"--kubeconfig={kubeconfig}", *args]
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"kubectl {' '.join(args)} exited {done.returncode}\n"
+            f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        )
+    return done

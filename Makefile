@@ -1,0 +1,58 @@
+# Cronlet developer commands. Quick start: `make demo` (local control plane + operator + an example task),
+# `make test` (lint, type checks, unit and integration tests on the local control plane).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# Executor pods of the fake kubelet run `cronlet-execute` from the venv; localkube lives in tools/.
+export PATH := $(BIN):$(PATH)
+export PYTHONPATH := $(CURDIR)/tools
+
+.PHONY: help venv tools lint unit test demo cluster-up cluster-down crd clean
+
+help:
+	@echo "make demo          local control plane + CRD + operator + examples/01-minimal, watching runs (Ctrl-C stops)"
+	@echo "make test          ruff, mypy, and the whole test suite on the local control plane"
+	@echo "make unit          tests that need neither a cluster nor built binaries"
+	@echo "make tools         build the control plane, helm and promtool from Go modules (only what is missing)"
+	@echo "make cluster-up    start a local control plane in the foreground; cluster-down stops it"
+	@echo "make crd           regenerate the CRD (and the chart's copy) from the models"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+tools:
+	bash tools/build.sh
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest -q -m "not cluster and not binaries"
+
+test: venv tools lint
+	$(BIN)/python -m pytest -q
+
+demo: venv
+	bash tools/build.sh k8s etcd
+	bash tools/demo.sh
+
+cluster-up: venv
+	bash tools/build.sh k8s etcd
+	$(BIN)/python -m localkube up
+
+cluster-down: venv
+	$(BIN)/python -m localkube down
+
+crd: venv
+	$(BIN)/python -m cronlet.crdgen > crds/scheduledtasks.cronlet.dev.yaml
+	cp crds/scheduledtasks.cronlet.dev.yaml charts/cronlet/files/scheduledtasks.cronlet.dev.yaml
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

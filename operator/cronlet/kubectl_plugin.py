@@ -1,0 +1,616 @@
+"""``kubectl cronlet``: run, suspend, resume, inspect and validate ScheduledTasks from the command line.
+
+Installed as the console script ``kubectl-cronlet``, so ``kubectl cronlet ...`` finds it on PATH; also
+runnable as ``python -m cronlet.kubectl_plugin``.
+
+Commands that touch the cluster (``run``, ``suspend``, ``resume``, ``history``, ``next NAME``) make one
+read or one merge patch each. ``next --schedule`` and ``validate`` are offline: they never load a
+kubeconfig, and they reuse the operator's own rules (``cronlet.schedule``, ``cronlet.plan.compile_task``,
+``cronlet.model``) so that what the plugin accepts is what the operator accepts.
+
+This module must not write ``status`` (that is the operator's alone); ``run`` writes an annotation and
+``suspend``/``resume`` write ``spec.suspend``, as a user editing the object would.
+
+Exit codes: 0 success, 1 the API failed or the task does not exist, 2 a usage or validation error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import io
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import urllib3.exceptions
+import yaml
+from pydantic import ValidationError
+
+from cronlet import crdgen, model, plan, schedule
+
+EXIT_OK = 0
+EXIT_API = 1
+EXIT_USAGE = 2
+
+HANDLER_GROUP = "cronlet.handlers"
+REQUEST_TIMEOUT = 30  # seconds per API request: a CLI should fail, not hang
+MESSAGE_WIDTH = 60  # characters of a history message shown in the table
+_MAX_COUNT = 1000
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# metadata.name of a custom resource: a DNS-1123 subdomain, as the API server checks it.
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+class CommandError(Exception):
+    """A failure to report on stderr with an exit code (EXIT_API or EXIT_USAGE)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def parse_instant(text: str) -> datetime:
+    """An RFC 3339 instant with an explicit offset (``Z`` or ``+02:00``), as UTC."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an RFC 3339 time (like 2026-01-01T00:00:00Z)") from exc
+    if t.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset: add Z or an offset such as +01:00")
+    return t.astimezone(UTC)
+
+
+def task_schedule(body: Mapping[str, Any]) -> schedule.Schedule:
+    """The schedule of a ScheduledTask as read from the cluster, compiled exactly as the operator does.
+
+    Raises ScheduleError for a schedule the operator could not use either.
+    """
+    spec = body.get("spec") or {}
+    meta = body.get("metadata") or {}
+    cron, interval = spec.get("schedule"), spec.get("interval")
+    if cron is not None and interval is None:
+        return schedule.compile_cron(str(cron), time_zone=str(spec.get("timeZone") or "UTC"),
+                                     hash_key=str(meta.get("uid") or ""))
+    if interval is not None and cron is None:
+        created = parse_instant(str(meta.get("creationTimestamp")))
+        return schedule.compile_interval(str(interval), anchor=created)
+    raise schedule.ScheduleError("InvalidSchedule", "set exactly one of spec.schedule or spec.interval")
+
+
+def next_start(body: Mapping[str, Any], now: datetime) -> datetime:
+    """Where the next due times of a task are counted from: now, or status.lastDueTime if that is later.
+
+    The operator never runs a due time at or before lastDueTime again, so those are not "next".
+    """
+    last_due = (body.get("status") or {}).get("lastDueTime")
+    if last_due:
+        with contextlib.suppress(ValueError):
+            return max(now, parse_instant(str(last_due)))
+    return now
+
+
+def format_elapsed(delta: timedelta) -> str:
+    secs = delta.total_seconds()
+    if secs < 0:
+        return "-"
+    if secs < 10 and secs != int(secs):
+        return f"{secs:.1f}s"
+    return schedule.format_duration(timedelta(seconds=round(secs)))
+
+
+def clip(text: str, width: int) -> str:
+    one_line = " ".join(text.split())
+    if len(one_line) <= width:
+        return one_line
+    return one_line[: max(width - 3, 0)] + "..."
+
+
+HISTORY_COLUMNS = ("SCHEDULED", "OUTCOME", "ATTEMPTS", "DURATION", "JOB", "MESSAGE")
+
+
+def history_rows(history: Sequence[Mapping[str, Any]], *, message_width: int = MESSAGE_WIDTH) -> list[list[str]]:
+    """One table row per ``status.history`` entry (newest first, as stored)."""
+    rows = []
+    for entry in history:
+        duration = "-"
+        start, end = entry.get("startTime"), entry.get("completionTime")
+        if start and end:
+            with contextlib.suppress(ValueError):
+                duration = format_elapsed(parse_instant(str(end)) - parse_instant(str(start)))
+        rows.append([str(entry.get("scheduledTime") or "-"), str(entry.get("outcome") or "-"),
+                     str(entry.get("attempts", 0)), duration, str(entry.get("jobName") or "-"),
+                     clip(str(entry.get("message") or ""), message_width)])
+    return rows
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns separated by three spaces, like ``kubectl get``; the last column is not padded."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def known_handlers() -> frozenset[str]:
+    """Handler short names registered in this Python environment (the operator checks its own the same way)."""
+    return frozenset(ep.name for ep in importlib.metadata.entry_points(group=HANDLER_GROUP))
+
+
+# --------------------------------------------------------------------------- validate (offline)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking one ScheduledTask document. ``reason`` is None when it is valid."""
+
+    name: str
+    reason: str | None
+    message: str = ""
+    next_due: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+    def line(self) -> str:
+        if self.reason is None:
+            nxt = model.rfc3339(self.next_due) if self.next_due else "none"
+            return f"{self.name}: ok (next: {nxt})"
+        return f"{self.name}: {self.reason}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A document that is not a ScheduledTask."""
+
+    what: str
+
+
+def _wire(value: object) -> object:
+    """A YAML value as the API server receives it: kubectl sends JSON, where dates are strings and keys text."""
+    if isinstance(value, Mapping):
+        return {str(k): _wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wire(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _schema_errors(value: object, node: Mapping[str, Any], path: str) -> Iterator[str]:
+    """Fields the CRD schema does not know. kubectl's default (strict field validation) rejects them."""
+    if not isinstance(value, Mapping) or node.get("x-kubernetes-preserve-unknown-fields"):
+        return
+    props: Mapping[str, Any] = node.get("properties") or {}
+    for key, sub in value.items():
+        if key not in props:
+            yield f'unknown field "{path}.{key}"'
+        else:
+            yield from _schema_errors(sub, props[key], f"{path}.{key}")
+
+
+def _drop_nulls(spec: Mapping[str, Any]) -> dict[str, Any]:
+    # The API server prunes null values of non-nullable fields before defaulting: `suspend: null` is "unset".
+    out = {k: v for k, v in spec.items() if v is not None}
+    if isinstance(out.get("backoff"), Mapping):
+        out["backoff"] = {k: v for k, v in out["backoff"].items() if v is not None}
+    return out
+
+
+def _spec_schema() -> Mapping[str, Any]:
+    crd = crdgen.build_crd()
+    schema: Mapping[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return schema
+
+
+def validate_document(doc: object, *, index: int, namespace: str, now: datetime,
+                      handlers: frozenset[str]) -> Verdict | Skipped | None:
+    """Check one YAML document the way the API server and then the operator would. None: an empty document."""
+    if doc is None:
+        return None
+    if not isinstance(doc, Mapping):
+        return Verdict(f"document {index}", "InvalidResource", "not a YAML mapping (an object)")
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    raw_meta = doc.get("metadata")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
+    raw_name = meta.get("name") or (f"{meta['generateName']}*" if meta.get("generateName") else None)
+    name = str(raw_name) if raw_name else f"document {index}"
+    ours = (isinstance(api_version, str) and api_version.split("/")[0] == model.GROUP) or (
+        kind == model.KIND and not api_version)
+    if not ours:
+        return Skipped(f"{kind or 'document'}/{meta.get('name') or index} ({api_version or 'no apiVersion'})")
+    if api_version != model.API_VERSION:
+        return Verdict(name, "InvalidResource", f"apiVersion {api_version!r} is not served: use "
+                       f"{model.API_VERSION}")
+    if kind != model.KIND:
+        return Verdict(name, "InvalidResource", f"kind {kind!r} is not served by {model.API_VERSION}: use "
+                       f"{model.KIND}")
+    if not raw_name:
+        return Verdict(name, "InvalidResource", "metadata.name is required")
+    if meta.get("name") and (len(str(meta["name"])) > 253 or not _DNS_SUBDOMAIN.fullmatch(str(meta["name"]))):
+        return Verdict(name, "InvalidResource", "metadata.name must be a DNS subdomain: lowercase letters, "
+                       "digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters")
+    raw_spec = _wire(doc.get("spec"))
+    if not isinstance(raw_spec, Mapping):
+        return Verdict(name, "InvalidSpec", "spec is required and must be an object")
+    spec = _drop_nulls(raw_spec)
+    unknown = list(_schema_errors(spec, _spec_schema(), "spec"))
+    if unknown:
+        return Verdict(name, "InvalidSpec", "; ".join(unknown))
+    try:
+        # Strict: the API server rejects "3" for an integer and "true" for a boolean; pydantic's lax mode
+        # (which the operator uses on objects the server already checked) would coerce them.
+        model.TaskSpec.model_validate(spec, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return Verdict(name, "InvalidSpec", f"spec.{where}: {first['msg']}")
+    if ("schedule" in spec) == ("interval" in spec):
+        return Verdict(name, "InvalidSchedule", "set exactly one of spec.schedule or spec.interval")
+    view = plan.TaskView(namespace=str(meta.get("namespace") or namespace), name=name, uid="validate",
+                         generation=1, created=now, spec=spec, status=model.TaskStatus(),
+                         known_handlers=handlers, default_image=not spec.get("image"))
+    try:
+        _, sched = plan.compile_task(view)
+    except plan.InvalidSpec as exc:
+        return Verdict(name, exc.reason, exc.message)
+    return Verdict(name, None, next_due=schedule.next_after(sched, now))
+
+
+def _read_documents(source: str) -> list[object]:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(EXIT_USAGE, f"cannot read {source}: {exc.strerror or exc}") from exc
+    try:
+        docs = list(yaml.safe_load_all(io.StringIO(text)))
+    except yaml.YAMLError as exc:
+        raise CommandError(EXIT_USAGE, f"{source}: invalid YAML: {exc}") from exc
+    out: list[object] = []
+    for doc in docs:
+        # `kubectl get -o yaml` writes a List; check its items as documents.
+        if isinstance(doc, Mapping) and str(doc.get("kind", "")).endswith("List") and isinstance(
+                doc.get("items"), list):
+            out.extend(doc["items"])
+        else:
+            out.append(doc)
+    return out
+
+
+# --------------------------------------------------------------------------- cluster access
+
+
+@dataclass(frozen=True)
+class Target:
+    api: Any  # kubernetes.client.ApiClient
+    namespace: str
+
+
+def _context_namespace(config_file: str, context: str | None) -> str | None:
+    from kubernetes import config
+
+    contexts, active = config.list_kube_config_contexts(config_file=config_file)
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    ns = ((chosen or {}).get("context") or {}).get("namespace")
+    return str(ns) if ns else None
+
+
+def connect(*, kubeconfig: str | None, context: str | None, namespace: str | None) -> Target:
+    """An API client from the kubeconfig (``--kubeconfig``, else $KUBECONFIG, else ~/.kube/config), else
+    the in-cluster service account; and the namespace: ``-n``, else the context's, else ``default``."""
+    from kubernetes import client, config
+
+    config_file = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    try:
+        cfg = client.Configuration()
+        # persist_config=False: refreshing a token must not rewrite the user's kubeconfig.
+        config.load_kube_config(config_file=config_file, context=context, client_configuration=cfg,
+                                persist_config=False)
+        return Target(client.ApiClient(cfg), namespace or _context_namespace(config_file, context) or "default")
+    except config.ConfigException as exc:
+        kube_error = exc
+    if not kubeconfig and not context:
+        try:
+            cfg = client.Configuration()
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException:
+            pass
+        else:
+            in_cluster_ns = namespace
+            if in_cluster_ns is None:
+                with contextlib.suppress(OSError):
+                    in_cluster_ns = _SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+            return Target(client.ApiClient(cfg), in_cluster_ns or "default")
+    raise CommandError(EXIT_API, f"cannot load Kubernetes configuration from {config_file}: {kube_error}")
+
+
+def _api_message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def _call(target: Target, name: str, fn: Callable[[Any], Any]) -> dict[str, Any]:
+    """Run one request against the ScheduledTask ``name``; turn API failures into CommandError(EXIT_API)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    custom = client.CustomObjectsApi(target.api)
+    try:
+        return dict(fn(custom))
+    except ApiException as exc:
+        if exc.status == 404:
+            details: Mapping[str, Any] = {}
+            with contextlib.suppress(TypeError, ValueError, AttributeError):
+                details = json.loads(exc.body).get("details") or {}
+            if details.get("name") == name:
+                raise CommandError(EXIT_API, f'scheduledtask "{name}" not found in namespace '
+                                             f'"{target.namespace}"') from exc
+            raise CommandError(EXIT_API, f"the API {model.API_VERSION} is not served by this cluster (is the "
+                                         f"Cronlet CRD installed?): {_api_message(exc)}") from exc
+        raise CommandError(EXIT_API, f"scheduledtask/{name}: {_api_message(exc)} (HTTP {exc.status})") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        host = getattr(target.api.configuration, "host", "?")
+        raise CommandError(EXIT_API, f"cannot reach the Kubernetes API server at {host}: {exc}") from exc
+
+
+def get_task(target: Target, name: str) -> dict[str, Any]:
+    return _call(target, name, lambda api: api.get_namespaced_custom_object(
+        model.GROUP, model.VERSION, target.namespace, model.PLURAL, name, _request_timeout=REQUEST_TIMEOUT))
+
+
+def patch_task(target: Target, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) on the ScheduledTask: only the keys in ``patch`` change."""
+    return _call(target, name, lambda api: api.patch_namespaced_custom_object(
+        model.GROUP, model.VERSION, target.namespace, model.PLURAL, name, dict(patch),
+        _content_type="application/merge-patch+json", _request_timeout=REQUEST_TIMEOUT))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _target(args: argparse.Namespace) -> Target:
+    return connect(kubeconfig=getattr(args, "kubeconfig", None), context=getattr(args, "context", None),
+                   namespace=getattr(args, "namespace", None))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    name = str(args.name)
+    target = _target(args)
+    token = model.rfc3339(_utcnow())
+    patch_task(target, name, {"metadata": {"annotations": {model.RUN_NOW_ANNOTATION: token}}})
+    print(f"scheduledtask/{name}: run requested (token {token})")
+    return EXIT_OK
+
+
+def _set_suspend(args: argparse.Namespace, *, suspend: bool) -> int:
+    name = str(args.name)
+    target = _target(args)
+    patch_task(target, name, {"spec": {"suspend": suspend}})
+    print(f"scheduledtask/{name}: {'suspended' if suspend else 'resumed'}")
+    return EXIT_OK
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    return _set_suspend(args, suspend=True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _set_suspend(args, suspend=False)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    name = str(args.name)
+    target = _target(args)
+    history = list((get_task(target, name).get("status") or {}).get("history") or [])
+    if args.output == "json":
+        print(json.dumps(history, indent=2))
+        return EXIT_OK
+    if not history:
+        print(f"No history for scheduledtask/{name} in namespace {target.namespace} yet.", file=sys.stderr)
+        return EXIT_OK
+    rows = history_rows(history, message_width=10_000)
+    # Fit the message into the terminal when it is narrower than usual, but never below 20 characters.
+    used = sum(max(len(r[i]) for r in [HISTORY_COLUMNS, *rows]) + 3 for i in range(len(HISTORY_COLUMNS) - 1))
+    columns = shutil.get_terminal_size((used + MESSAGE_WIDTH, 24)).columns
+    width = max(20, min(MESSAGE_WIDTH, columns - used))
+    sys.stdout.write(render_table(HISTORY_COLUMNS, history_rows(history, message_width=width)))
+    return EXIT_OK
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    count = int(args.count)
+    after: datetime | None = args.after
+    if args.schedule is not None:
+        try:
+            sched: schedule.Schedule = schedule.compile_cron(str(args.schedule), time_zone=str(args.tz or "UTC"),
+                                                             hash_key=str(args.hash_key or ""))
+        except schedule.ScheduleError as exc:
+            raise CommandError(EXIT_USAGE, f"{exc.reason}: {exc.message}") from exc
+        start = after or _utcnow()
+    else:
+        if args.tz is not None or args.hash_key is not None:
+            raise CommandError(EXIT_USAGE, "--tz and --hash-key go with --schedule; for NAME they come from the "
+                                           "task (spec.timeZone, metadata.uid)")
+        name = str(args.name)
+        target = _target(args)
+        body = get_task(target, name)
+        try:
+            sched = task_schedule(body)
+        except (schedule.ScheduleError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, schedule.ScheduleError) else "InvalidSpec"
+            raise CommandError(EXIT_USAGE, f"scheduledtask/{name}: {reason}: {exc}") from exc
+        if (body.get("spec") or {}).get("suspend"):
+            print(f"note: scheduledtask/{name} is suspended: these times run only if it is resumed first",
+                  file=sys.stderr)
+        start = after or next_start(body, _utcnow())
+    times = schedule.upcoming(sched, start, count)
+    for t in times:
+        print(model.rfc3339(t))
+    if len(times) < count:
+        print(f"note: only {len(times)} due time(s) found", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    now = _utcnow().replace(microsecond=0)  # as a creationTimestamp would be
+    handlers = known_handlers()
+    namespace = getattr(args, "namespace", None) or "default"
+    invalid = checked = 0
+    for source in args.file:
+        for index, doc in enumerate(_read_documents(source), start=1):
+            verdict = validate_document(doc, index=index, namespace=namespace, now=now, handlers=handlers)
+            if verdict is None:
+                continue
+            if isinstance(verdict, Skipped):
+                print(f"note: {source}: skipping {verdict.what}: not a ScheduledTask", file=sys.stderr)
+                continue
+            checked += 1
+            invalid += not verdict.ok
+            print(verdict.line())
+    if checked == 0:
+        print("note: no ScheduledTask documents found", file=sys.stderr)
+    return EXIT_USAGE if invalid else EXIT_OK
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {_MAX_COUNT}")
+    return n
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    # SUPPRESS: an option given before the command must not be reset by the command's default.
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("cluster options")
+    group.add_argument("--kubeconfig", default=argparse.SUPPRESS, metavar="FILE",
+                       help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster)")
+    group.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context to use")
+    group.add_argument("-n", "--namespace", default=argparse.SUPPRESS, metavar="NS",
+                       help="namespace of the task (default: the context's namespace, else 'default')")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _connection_options()
+    p = argparse.ArgumentParser(
+        prog="kubectl cronlet", parents=[common],
+        description="Work with Cronlet ScheduledTasks: run one now, suspend or resume it, show its history and "
+                    "next due times, and validate manifests offline.",
+        epilog="Exit codes: 0 ok, 1 API error or task not found, 2 usage or validation error.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="start one run now (sets the cronlet.dev/run-now annotation)",
+                         description="Start one run of the task now, whatever its schedule, by setting the "
+                                     "annotation cronlet.dev/run-now to the current UTC time. The operator starts "
+                                     "one run per distinct value and records it in status.lastRunNowToken.")
+    run.add_argument("name", metavar="NAME", help="name of the ScheduledTask")
+    run.set_defaults(func=cmd_run)
+
+    suspend = sub.add_parser("suspend", parents=[common], help="stop starting new runs (spec.suspend=true)",
+                             description="Set spec.suspend to true: no new runs start; active runs finish. "
+                                         "Due times that pass while suspended are not run later.")
+    suspend.add_argument("name", metavar="NAME", help="name of the ScheduledTask")
+    suspend.set_defaults(func=cmd_suspend)
+
+    resume = sub.add_parser("resume", parents=[common], help="start runs again (spec.suspend=false)",
+                            description="Set spec.suspend to false: the task runs again from its next due time.")
+    resume.add_argument("name", metavar="NAME", help="name of the ScheduledTask")
+    resume.set_defaults(func=cmd_resume)
+
+    history = sub.add_parser("history", parents=[common], help="show recent runs (status.history)",
+                             description="Show the task's recent runs, newest first, from status.history: due "
+                                         "time, outcome, attempts, duration, last Job and the handler's message.")
+    history.add_argument("name", metavar="NAME", help="name of the ScheduledTask")
+    history.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                         help="table (default) or json (the status.history entries as stored)")
+    history.set_defaults(func=cmd_history)
+
+    nxt = sub.add_parser(
+        "next", parents=[common], help="print the next due times of a task or of a cron expression",
+        description="Print the next due times, one RFC 3339 UTC instant per line. With NAME, of a ScheduledTask "
+                    "in the cluster (counted from now, or from status.lastDueTime if later). With --schedule, of "
+                    "a cron expression, offline.",
+        epilog='examples:\n  kubectl cronlet next nightly-report -n jobs\n'
+               '  kubectl cronlet next --schedule "30 2 * * *" --tz Europe/Berlin --count 3',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = nxt.add_mutually_exclusive_group(required=True)
+    which.add_argument("name", metavar="NAME", nargs="?", default=None, help="name of the ScheduledTask")
+    which.add_argument("--schedule", metavar="EXPR",
+                       help="a cron expression (5 fields, or 6 with seconds first, or a macro such as @daily)")
+    nxt.add_argument("-c", "--count", type=_count, default=5, metavar="N", help="how many due times (default 5)")
+    nxt.add_argument("--after", type=_instant, default=None, metavar="RFC3339",
+                     help="count from this instant instead of now (e.g. 2026-01-01T00:00:00Z)")
+    nxt.add_argument("--tz", default=None, metavar="ZONE", help="with --schedule: IANA time zone (default UTC)")
+    nxt.add_argument("--hash-key", default=None, metavar="KEY",
+                     help="with --schedule: key for H fields (the operator uses the task's metadata.uid)")
+    nxt.set_defaults(func=cmd_next)
+
+    validate = sub.add_parser(
+        "validate", parents=[common], help="check ScheduledTask manifests offline",
+        description="Check every ScheduledTask in the given YAML files (multi-document; '-' reads stdin) with "
+                    "the rules of the API server (schema) and of the operator (cron expression, time zone, "
+                    "handler, durations), without a cluster. Prints 'NAME: ok (next: TIME)' or "
+                    "'NAME: Reason: message' per task; exits 2 if any is invalid. Handler short names are "
+                    "checked against the handlers installed here (entry points of cronlet.handlers); a task with "
+                    "spec.image is not checked for them. Other kinds of documents are skipped.")
+    validate.add_argument("-f", "--filename", dest="file", action="append", required=True, metavar="FILE",
+                          help="YAML file to check ('-' for stdin); repeatable")
+    validate.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CommandError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,8 @@ cleanup() {
   wait 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup; exit 0' INT TERM  # Ctrl-C is how the demo ends: not an error
 
 echo "[demo] starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, fake kubelet)"
 python -m localkube up --mode execute --state-file "$work/localkube.json" >"$work/localkube.log" 2>&1 &

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import prometheus_client
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -28,6 +29,9 @@ DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 class Metrics:
     def __init__(self, *, per_task: bool = True) -> None:
+        # No `<name>_created` series next to every counter and histogram: a quarter fewer series per task,
+        # and nothing in the dashboard or alerts reads them.
+        prometheus_client.disable_created_metrics()
         self.per_task = per_task
         self.registry = CollectorRegistry()
         process_collector.ProcessCollector(registry=self.registry)

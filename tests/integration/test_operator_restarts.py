@@ -78,3 +78,16 @@ def test_operator_never_writes_spec_or_metadata(tasks: Tasks) -> None:
     status_managers = {m for m, sub in managers if sub == "status"}
     assert status_managers == {"cronlet"}
     assert all(m != "cronlet" for m, sub in managers if sub != "status")
+
+
+def test_sigterm_stops_cleanly_and_the_next_start_carries_on(tasks: Tasks, operator: OperatorProcess) -> None:
+    tasks.create("steady", {"schedule": "*/2 * * * * *", "handler": "echo"})
+    before = tasks.wait_status("steady", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=30)
+    assert operator.stop() == 0
+    assert "cronlet operator stopped" in operator.log_tail(20)
+    operator.start()
+    after = tasks.wait_status("steady", lambda s: s.get("counters", {}).get("succeeded", 0)
+                              >= before["counters"]["succeeded"] + 2, timeout=30)
+    dues = _dues(tasks, "steady")
+    assert len(dues) == len(set(dues))
+    assert after["counters"]["runs"] >= len(dues)

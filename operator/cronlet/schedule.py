@@ -262,17 +262,31 @@ def stable_fraction(seed: str) -> float:
 # --------------------------------------------------------------------------- internals
 
 
+@functools.lru_cache(maxsize=65536)
+def _iterator(s: CronSchedule) -> croniter:
+    """One parsed croniter per schedule, repositioned for each question: parsing costs more than stepping.
+
+    Not shared across threads: the operator asks from one event loop, the CLI from one thread.
+    """
+    return croniter(s.fields, datetime(2000, 1, 1), second_at_beginning=True, hash_id=s.hash_key.encode(),
+                    max_years_between_matches=_MAX_YEARS_BETWEEN)
+
+
 def _utc(t: datetime) -> datetime:
     if t.tzinfo is None:
         raise ValueError("naive datetime: schedule arithmetic needs aware datetimes")
     return t.astimezone(UTC)
 
 
-def _offset_change(zone: ZoneInfo, t: datetime) -> timedelta:
-    """Size of an offset change within the window around ``t`` (zero when there is none)."""
+def _fold_near(zone: ZoneInfo, t: datetime) -> timedelta:
+    """Length of a fold (clocks going back) within the window around ``t``; zero when there is none.
+
+    Only folds break the order of wall times against instants: in a gap (clocks going forward) several wall
+    times collapse onto one instant, but order is kept, so the first match is still the nearest.
+    """
     before = (t - _TRANSITION_WINDOW).astimezone(zone).utcoffset() or timedelta(0)
     after = (t + _TRANSITION_WINDOW).astimezone(zone).utcoffset() or timedelta(0)
-    return abs(after - before)
+    return max(before - after, timedelta(0))
 
 
 def _instants_of(s: CronSchedule, wall: datetime) -> list[datetime]:
@@ -305,31 +319,57 @@ def _instants_of(s: CronSchedule, wall: datetime) -> list[datetime]:
 def _cron_step(s: CronSchedule, t: datetime, *, forward: bool) -> datetime | None:
     """Nearest due instant strictly after ``t`` (forward) or strictly before it (backward).
 
-    Away from offset changes wall time and instants move together, so the first match is the answer.
-    Near one they do not (a fold repeats wall times), so we start a margin early and keep looking one
-    margin past the first candidate, taking the nearest.
+    Away from a fold, wall times and instants move together, so the first match is the answer. Near one
+    they do not: the second occurrence of a repeated wall time comes after later wall times' first
+    occurrences. So we start one fold-length early (to meet such second occurrences), and after a candidate
+    keep stepping until a wall time outside any fold maps beyond it: from there on order is kept again.
     """
-    margin = _offset_change(s.zone, t)
     sign = 1 if forward else -1
     wall_t = t.astimezone(s.zone).replace(tzinfo=None)
-    start = wall_t - sign * margin
-    it = croniter(s.fields, start, second_at_beginning=True, hash_id=s.hash_key.encode(),
-                  max_years_between_matches=_MAX_YEARS_BETWEEN)
+    start = wall_t
+    fold = _fold_walls(s.zone, t)
+    if fold is not None and fold[0] <= wall_t < fold[1]:
+        # Wall times of the fold on the far side of wall_t still have an occurrence beyond t.
+        start = fold[0] - timedelta(microseconds=1) if forward else fold[1]
+    it = _iterator(s)
+    it.set_current(start, force=True)
     best: datetime | None = None
-    stop_margin = margin
+    careful = fold is not None
     while True:
         try:
             wall = it.get_next(datetime) if forward else it.get_prev(datetime)
         except CroniterBadDateError:
             return best
-        if best is not None:
-            best_wall = best.astimezone(s.zone).replace(tzinfo=None)
-            if (wall - best_wall) * sign > stop_margin:
-                return best
-        for inst in _instants_of(s, wall):
+        instants = _instants_of(s, wall)
+        if best is not None and not _ambiguous(s.zone, wall) and (instants[0] - best) * sign > timedelta(0):
+            return best
+        for inst in instants:
             beyond = inst > t if forward else inst < t
             if beyond and (best is None or (inst < best if forward else inst > best)):
                 best = inst
-                stop_margin = max(margin, _offset_change(s.zone, best))
-        if best is not None and stop_margin == timedelta(0):
+                careful = careful or _fold_near(s.zone, best) > timedelta(0)
+        if best is not None and not careful:
             return best
+
+
+def _fold_walls(zone: ZoneInfo, t: datetime) -> tuple[datetime, datetime] | None:
+    """The wall-clock range [start, end) that a fold near ``t`` repeats (02:00-03:00 in Berlin), or None."""
+    lo, hi = t - _TRANSITION_WINDOW, t + _TRANSITION_WINDOW
+    before, after = lo.astimezone(zone).utcoffset(), hi.astimezone(zone).utcoffset()
+    if before is None or after is None or after >= before:
+        return None
+    while hi - lo > timedelta(seconds=1):  # the instant the clocks go back
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(zone).utcoffset() == after:
+            hi = mid
+        else:
+            lo = mid
+    change = hi.replace(microsecond=0).astimezone(UTC).replace(tzinfo=None)
+    return change + after, change + before
+
+
+def _ambiguous(zone: ZoneInfo, wall: datetime) -> bool:
+    """Does this wall time happen twice (inside a fold)?"""
+    first = wall.replace(tzinfo=zone, fold=0)
+    return first.utcoffset() != wall.replace(tzinfo=zone, fold=1).utcoffset() and \
+        first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall

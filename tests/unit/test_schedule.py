@@ -47,6 +47,10 @@ NEXT_CASES = [
     ("DST fold Berlin: */30 runs at every matching instant", "*/30 * * * *", "Europe/Berlin",
      utc(2026, 10, 24, 23, 45), [utc(2026, 10, 25, 0, 0), utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 1, 0),
                                   utc(2026, 10, 25, 1, 30), utc(2026, 10, 25, 2, 0)]),
+    ("DST fold Berlin: from inside the fold, a fixed time that already ran waits a day", "30 2 * * *",
+     "Europe/Berlin", utc(2026, 10, 25, 0, 45), [utc(2026, 10, 26, 1, 30)]),
+    ("DST fold Berlin: from the first 02:50, a seconds schedule reaches the second 02:00", "0 0,50 * * * *",
+     "Europe/Berlin", utc(2026, 10, 25, 0, 50), [utc(2026, 10, 25, 1, 0), utc(2026, 10, 25, 1, 50)]),
     # America/New_York falls back 2026-11-01 02:00 -> 01:00 (06:00 UTC).
     ("DST fold New York: fixed 01:30 once", "30 1 * * *", "America/New_York", utc(2026, 11, 1, 0),
      [utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)]),

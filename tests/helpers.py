@@ -10,8 +10,10 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
+import pytest
 from localkube import binaries
 
 T = TypeVar("T")
@@ -59,3 +61,24 @@ def kubectl(
             f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
         )
     return done
+
+
+def operator_metrics() -> set[str]:
+    """Series names the operator exports (cronlet.metrics), as PromQL sees them."""
+    from cronlet.metrics import Metrics
+
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    return {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        if family.name.startswith("cronlet_")
+        for suffix in suffixes[family.type]
+    }
+
+
+def tool(name: str) -> Path:
+    """A binary built by tools/build.sh; fails the test (not skips) when it is missing."""
+    try:
+        return binaries.find(name)
+    except binaries.MissingBinaryError as error:
+        pytest.fail(str(error), pytrace=False)

@@ -294,11 +294,7 @@ def _progress(task: TaskView, spec: TaskSpec, by_name: Mapping[str, JobObservati
         if entry.next_retry_time is not None:
             retry_at = _t(entry.next_retry_time)
             assert retry_at is not None
-            if retry_at <= w.now:
-                entry = _next_attempt(task, entry, w)
-            else:
-                w.wake.append(retry_at)
-            still.append(entry)
+            still.append(_retry_when_due(task, entry, retry_at, w))
             continue
         job = by_name.get(entry.job_name)
         if job is not None and job.state is JobState.ACTIVE:
@@ -329,11 +325,7 @@ def _progress(task: TaskView, spec: TaskSpec, by_name: Mapping[str, JobObservati
                 rand=schedule.stable_fraction(f"{task.uid}/{entry.run_id}/{entry.attempt}"))
             retry_at = ended + delay
             entry = entry.model_copy(update={"next_retry_time": rfc3339(retry_at)})
-            if retry_at <= w.now:
-                entry = _next_attempt(task, entry, w)
-            else:
-                w.wake.append(retry_at)
-            still.append(entry)
+            still.append(_retry_when_due(task, entry, retry_at, w))
             continue
         _finish(entry, "Failed", job, msg, w)
         if failure is Failure.PERMANENT:
@@ -344,6 +336,14 @@ def _progress(task: TaskView, spec: TaskSpec, by_name: Mapping[str, JobObservati
         w.events.append(Event("Warning", reason, _clip(text, 1000)))
         w.run_result = (False, reason, _clip(text, 1000))
     w.active = still
+
+
+def _retry_when_due(task: TaskView, entry: ActiveRun, retry_at: datetime, w: _Work) -> ActiveRun:
+    """Start the next attempt if its backoff is over, else wake up when it is."""
+    if retry_at <= w.now:
+        return _next_attempt(task, entry, w)
+    w.wake.append(retry_at)
+    return entry
 
 
 def _next_attempt(task: TaskView, entry: ActiveRun, w: _Work) -> ActiveRun:

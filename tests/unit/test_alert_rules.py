@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from localkube import binaries
+from helpers import operator_metrics, tool
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "charts" / "cronlet" / "rules" / "cronlet-alerts.yaml"
@@ -23,25 +23,6 @@ VALUES = REPO / "charts" / "cronlet" / "values.yaml"
 SEVERITIES = {"critical", "warning", "info"}
 
 
-def operator_metrics() -> set[str]:
-    """Series names the operator exports (cronlet.metrics), as PromQL sees them."""
-    from cronlet.metrics import Metrics
-
-    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
-    return {
-        family.name + suffix
-        for family in Metrics().registry.collect()
-        if family.name.startswith("cronlet_")
-        for suffix in suffixes[family.type]
-    }
-
-
-def tool(name: str) -> Path:
-    """A binary built by tools/build.sh; fails the test (not skips) when it is missing."""
-    try:
-        return binaries.find(name)
-    except binaries.MissingBinaryError as error:
-        pytest.fail(str(error), pytrace=False)
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:

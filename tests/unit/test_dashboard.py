@@ -11,31 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
-from localkube import binaries
+from helpers import operator_metrics, tool
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "charts" / "cronlet" / "dashboards" / "cronlet.json"
 
 
-def operator_metrics() -> set[str]:
-    """Series names the operator exports (cronlet.metrics), as PromQL sees them."""
-    from cronlet.metrics import Metrics
-
-    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
-    return {
-        family.name + suffix
-        for family in Metrics().registry.collect()
-        if family.name.startswith("cronlet_")
-        for suffix in suffixes[family.type]
-    }
-
-
-def tool(name: str) -> Path:
-    """A binary built by tools/build.sh; fails the test (not skips) when it is missing."""
-    try:
-        return binaries.find(name)
-    except binaries.MissingBinaryError as error:
-        pytest.fail(str(error), pytrace=False)
 
 
 def dashboard() -> dict[str, Any]:

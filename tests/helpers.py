@@ -24,7 +24,7 @@ def wait_for(
     timeout: float,
     interval: float = 0.2,
     *,
-    message: str,
+    message: str | Callable[[], str],
     ignore: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Call ``predicate`` until it returns something truthy, and return that.
@@ -45,7 +45,8 @@ def wait_for(
             error = caught
         if time.monotonic() >= deadline:
             detail = f"last value: {last!r}" + (f"; last error: {error!r}" if error is not None else "")
-            raise AssertionError(f"timed out after {timeout} s waiting for: {message} ({detail})")
+            text = message() if callable(message) else message  # a callable is read only on timeout
+            raise AssertionError(f"timed out after {timeout} s waiting for: {text} ({detail})")
         time.sleep(interval)
 
 

@@ -23,6 +23,7 @@ from prometheus_client import (
     process_collector,
 )
 
+OUTCOMES = ("Succeeded", "Failed", "Skipped", "Missed", "Replaced")
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -60,6 +61,18 @@ class Metrics:
         self.ready = Gauge("cronlet_operator_ready", "1 once the operator has listed its resources and "
                            "schedules.", registry=r)
         self.reconciles = Counter("cronlet_reconciles_total", "Reconcile passes over one task.", registry=r)
+        if not per_task:
+            self.start_series()
+
+    def start_series(self, namespace: str = "", task: str = "") -> None:
+        """Create a task's counters at 0, so that its first failure is an increase Prometheus can see."""
+        labels = self.labels(namespace, task)
+        for outcome in OUTCOMES:
+            self.runs.labels(*labels, outcome)
+        for outcome in ("Succeeded", "Failed"):
+            self.attempts.labels(*labels, outcome)
+        for counter in (self.retries, self.missed, self.skipped):
+            counter.labels(*labels)
 
     def labels(self, namespace: str, task: str) -> tuple[str, ...]:
         return (namespace, task) if self.per_task else ()

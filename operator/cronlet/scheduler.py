@@ -288,6 +288,8 @@ class Scheduler:
     def _gauges(self, key: Key, p: plan.Plan) -> None:
         phase = p.status.phase or "Scheduled"
         old = self._phases.get(key)
+        if old is None and self.metrics.per_task:
+            self.metrics.start_series(*key)
         if old != phase:
             if old is not None:
                 self.metrics.tasks.labels(key[0], old).dec()

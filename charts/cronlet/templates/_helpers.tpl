@@ -80,14 +80,11 @@ Least privilege: named verbs and resources only, never "*".
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]
-# Events about tasks (InvalidSchedule, run started, retries exhausted, ...), in both event APIs.
+# Events about tasks (InvalidSchedule, RetriesExhausted, MissedSchedule, ...), core API only: that is what the operator posts.
 # get: an Event that exists already (same task, reason and message) is read, and its count patched.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["get", "create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
 {{- end }}
 
 {{/* Whether the Prometheus Operator CRDs are there, or rendering is forced. Arguments: (dict "root" $ "kind" "ServiceMonitor" "values" .Values.serviceMonitor) */}}

@@ -8,12 +8,13 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/tools
 
-.PHONY: help venv tools lint unit test demo cluster-up cluster-down crd clean
+.PHONY: help venv tools lint image-check unit test demo cluster-up cluster-down crd clean
 
 help:
 	@echo "make demo          local control plane + CRD + operator + examples/01-minimal, watching runs (Ctrl-C stops)"
 	@echo "make test          ruff, mypy, and the whole test suite on the local control plane"
 	@echo "make unit          tests that need neither a cluster nor built binaries"
+	@echo "make image-check   lint the Dockerfile and replay its install steps in a fresh venv (no engine needed)"
 	@echo "make tools         build the control plane, helm and promtool from Go modules (only what is missing)"
 	@echo "make cluster-up    start a local control plane in the foreground; cluster-down stops it"
 	@echo "make crd           regenerate the CRD (and the chart's copy) from the models"
@@ -33,10 +34,14 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# No container engine here: hadolint, our Dockerfile policy, and the image's pip install replayed in a venv.
+image-check:
+	bash tools/check-dockerfile.sh
+
 unit: venv
 	$(BIN)/python -m pytest -q -m "not cluster and not binaries"
 
-test: venv tools lint
+test: venv tools lint image-check
 	$(BIN)/python -m pytest -q
 
 demo: venv

@@ -95,11 +95,19 @@ class Kube:
             if exc.status != 404:
                 raise ApiFailure(exc.status or 0, _reason(exc)) from exc
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str
+                           ) -> dict[str, Any]:
+        """Merge-patch status, only if the object is still the version we decided on (else 409 Conflict).
+
+        A resourceVersion precondition, not a uid one: the status subresource drops metadata from the patch
+        before checking a uid, but honours the resourceVersion. It also refuses a decision taken on a spec
+        that has changed since, or on an object deleted and created again under the same name.
+        """
+        body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
         try:
             result = await self._call("patch", "scheduledtasks/status", lambda: (
                 self.custom.patch_namespaced_custom_object_status(
-                    model.GROUP, model.VERSION, namespace, model.PLURAL, name, {"status": patch},
+                    model.GROUP, model.VERSION, namespace, model.PLURAL, name, body,
                     field_manager=FIELD_MANAGER)))
         except ApiException as exc:
             raise ApiFailure(exc.status or 0, _reason(exc)) from exc
@@ -109,6 +117,9 @@ class Kube:
         ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
             await self._call("create", "events", lambda: self.core.create_namespaced_event(ns, manifest))
+        except ApiFailure as exc:  # no answer: an Event is not worth failing a reconcile whose status is written
+            log.warning("could not post event %s/%s: %s", ns, name, exc.message)
+            return
         except ApiException as exc:
             if exc.status != 409:
                 log.warning("could not post event %s/%s: %s", ns, name, _reason(exc))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 import prometheus_client
 from prometheus_client import (
@@ -23,6 +24,7 @@ from prometheus_client import (
     process_collector,
 )
 
+_M = TypeVar("_M", Counter, Histogram, Gauge)
 OUTCOMES = ("Succeeded", "Failed", "Skipped", "Missed", "Replaced")
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -72,7 +74,12 @@ class Metrics:
         for outcome in ("Succeeded", "Failed"):
             self.attempts.labels(*labels, outcome)
         for counter in (self.retries, self.missed, self.skipped):
-            counter.labels(*labels)
+            self.child(counter, *labels)
+
+    @staticmethod
+    def child(metric: _M, *labels: str) -> _M:
+        """The labelled child, or the metric itself when per-task labels are off (it then has no labels)."""
+        return metric.labels(*labels) if labels else metric
 
     def labels(self, namespace: str, task: str) -> tuple[str, ...]:
         return (namespace, task) if self.per_task else ()

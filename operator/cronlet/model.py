@@ -189,6 +189,9 @@ class TaskStatus(_Model):
     counters: Counters = Field(default_factory=Counters, description="Totals since creation.")
     last_run_now_token: str | None = Field(None, alias="lastRunNowToken",
                                            description="Value of the cronlet.dev/run-now annotation handled last.")
+    schedule_key: str | None = Field(None, alias="scheduleKey", description=(
+        "The schedule (or interval) and time zone that lastDueTime counts from. When the spec changes them, "
+        "counting restarts at the change: no due time from before it is run."))
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from cronlet import handlerref, model, schedule
 from cronlet.model import ActiveRun, Condition, Counters, HistoryEntry, TaskSpec, TaskStatus, rfc3339
 
 MESSAGE_LIMIT = 1024  # characters of a handler's message kept in history
+DEADLINE_GRACE = 1.0  # seconds added to startingDeadlineSeconds for wake-up latency
 
 
 class JobState(enum.Enum):
@@ -136,12 +137,19 @@ def job_name(task: str, run_id: str, attempt: int) -> str:
     return f"{task[: 63 - len(suffix) - 9].rstrip('-.')}-{digest}{suffix}"
 
 
+def schedule_key(spec: TaskSpec) -> str:
+    """What the due-time cursor counts from: the schedule (or interval) and the zone."""
+    return f"{spec.schedule} {spec.time_zone}" if spec.schedule is not None else f"every {spec.interval}"
+
+
 def scheduled_run_id(due: datetime) -> str:
     return str(int(due.timestamp()))
 
 
-def manual_run_id(token: str) -> str:
-    return "m" + hashlib.sha256(token.encode()).hexdigest()[:10]
+def manual_run_id(token: str, previous: str | None = None) -> str:
+    """Derived from the new value and the one handled before it: stable when a plan is replayed after a
+    crash, yet different when an earlier value is used again (A, B, A)."""
+    return "m" + hashlib.sha256(f"{token}\0{previous or ''}".encode()).hexdigest()[:10]
 
 
 # --------------------------------------------------------------------------- validation
@@ -213,6 +221,7 @@ class _Work:
     run_result: tuple[bool, str, str] | None = None  # LastRunSucceeded: (ok, reason, message)
     next_due: datetime | None = None
     cursor: datetime | None = None  # the most recent due time handled (status.lastDueTime)
+    started: set[str] = field(default_factory=set)  # run ids started by this pass
 
     def record(self, entry: HistoryEntry) -> None:
         self.history.append(entry)
@@ -243,7 +252,7 @@ def plan(task: TaskView, jobs: Sequence[JobObservation], *, now: datetime,
             spec = None
 
     if spec is not None:
-        _adopt(task, own, w)
+        _adopt(task, spec, own, w)
         _progress(task, spec, by_name, messages, w)
     token = st.last_run_now_token
     if spec is not None and sched is not None:
@@ -261,8 +270,12 @@ def plan(task: TaskView, jobs: Sequence[JobObservation], *, now: datetime,
                 spec=spec)
 
 
-def _adopt(task: TaskView, own: Sequence[JobObservation], w: _Work) -> None:
-    """Take in Jobs the status does not know yet: created just before a crash or a lost status write."""
+def _adopt(task: TaskView, spec: TaskSpec, own: Sequence[JobObservation], w: _Work) -> None:
+    """Take in Jobs the status does not know yet: created just before a crash or a lost status write.
+
+    Under Replace the lost pass had also replaced the runs before it; that is done again here, so an adopted
+    run never runs alongside the runs it replaced.
+    """
     by_run = {a.run_id: i for i, a in enumerate(w.active)}
     for j in sorted(own, key=lambda j: (j.scheduled_time, j.attempt)):
         if j.deleting:
@@ -277,6 +290,9 @@ def _adopt(task: TaskView, own: Sequence[JobObservation], w: _Work) -> None:
             continue
         if w.last_schedule is not None and j.scheduled_time <= w.last_schedule:
             continue  # an old run, already recorded (or trimmed from history)
+        if spec.concurrency_policy == "Replace" and w.active:
+            _admit(task, spec, j.scheduled_time, "run-now" if j.run_id.startswith("m") else "due run", w)
+            by_run = {}
         w.active.append(ActiveRun(job_name=j.name, scheduled_time=rfc3339(j.scheduled_time), attempt=j.attempt,
                                   run_id=j.run_id, start_time=rfc3339(j.created)))
         by_run[j.run_id] = len(w.active) - 1
@@ -291,10 +307,17 @@ def _progress(task: TaskView, spec: TaskSpec, by_name: Mapping[str, JobObservati
     """Move each unfinished run along: running, finished, failed -> backoff -> next attempt."""
     still: list[ActiveRun] = []
     for entry in w.active:
-        if entry.next_retry_time is not None:
+        if entry.next_retry_time is not None and entry.attempt <= spec.max_retries:
             retry_at = _t(entry.next_retry_time)
             assert retry_at is not None
             still.append(_retry_when_due(task, entry, retry_at, w))
+            continue
+        if entry.next_retry_time is not None:  # maxRetries was lowered while this run waited
+            text = f"run of {entry.scheduled_time} failed after {entry.attempt} attempts: maxRetries is now " \
+                   f"{spec.max_retries}"
+            _finish(entry, "Failed", by_name.get(entry.job_name), text, w)
+            w.events.append(Event("Warning", "RetriesExhausted", text))
+            w.run_result = (False, "RetriesExhausted", text)
             continue
         job = by_name.get(entry.job_name)
         if job is not None and job.state is JobState.ACTIVE:
@@ -373,9 +396,15 @@ def _run_now(task: TaskView, spec: TaskSpec, by_name: Mapping[str, JobObservatio
     token = task.run_now_token
     if not token or token == task.status.last_run_now_token:
         return task.status.last_run_now_token
-    run_id = manual_run_id(token)
+    run_id = manual_run_id(token, task.status.last_run_now_token)
     if any(a.run_id == run_id for a in w.active) or job_name(task.name, run_id, 1) in by_name:
         return token  # already started (adopted after a restart)
+    if spec.suspend:
+        w.counters["skipped"] += 1
+        w.record(HistoryEntry(scheduled_time=rfc3339(w.now), outcome="Skipped",
+                              message="run-now ignored: the task is suspended"))
+        w.observations.append(RunFinished("Skipped"))
+        return token
     if _admit(task, spec, w.now, "run-now", w):
         _start(task, run_id, w.now, w, manual=True)
     return token
@@ -388,13 +417,16 @@ def _due(task: TaskView, spec: TaskSpec, sched: schedule.Schedule, w: _Work) -> 
     cursor = w.cursor
     if cursor is None:
         cursor = task.created
-    if task.status.phase in ("Suspended", "Invalid"):
-        # Just resumed or repaired: what fell due meanwhile is not run later.
+    changed = task.status.schedule_key is not None and task.status.schedule_key != schedule_key(spec)
+    if task.status.phase in ("Suspended", "Invalid") or changed:
+        # Just resumed or repaired, or a new schedule: what fell due before now is not run later (under a
+        # new schedule, due times before the change were never promised).
         cursor = max(cursor, schedule.latest_at_or_before(sched, w.now) or cursor)
     due = schedule.due_runs(sched, since=cursor, now=w.now)
     if due.latest is not None:
         deadline = spec.starting_deadline_seconds
-        start_latest = deadline is None or (w.now - due.latest).total_seconds() <= deadline
+        # A second of grace: the wake-up itself comes a few milliseconds after the due time.
+        start_latest = deadline is None or (w.now - due.latest).total_seconds() <= deadline + DEADLINE_GRACE
         missed = due.count - (1 if start_latest else 0)
         last_missed = due.latest if not start_latest else schedule.latest_at_or_before(
             sched, due.latest - timedelta(microseconds=1))
@@ -420,10 +452,13 @@ def _admit(task: TaskView, spec: TaskSpec, due: datetime, what: str, w: _Work) -
     """Apply concurrencyPolicy to a run about to start; True when it may start."""
     if not w.active or spec.concurrency_policy == "Allow":
         return True
-    if spec.concurrency_policy == "Forbid":
+    fresh = [a for a in w.active if a.run_id in w.started]
+    if spec.concurrency_policy == "Forbid" or fresh:
+        # Replace never stops a run this same pass started (a run-now and a due time at one moment).
+        why = "an earlier run is unfinished (concurrencyPolicy Forbid)" if not fresh else \
+            "a run started at the same moment (run-now) is unfinished"
         w.counters["skipped"] += 1
-        w.record(HistoryEntry(scheduled_time=rfc3339(due), outcome="Skipped",
-                              message=f"{what} skipped: an earlier run is unfinished (concurrencyPolicy Forbid)"))
+        w.record(HistoryEntry(scheduled_time=rfc3339(due), outcome="Skipped", message=f"{what} skipped: {why}"))
         w.observations.append(RunFinished("Skipped"))
         return False
     for entry in w.active:  # Replace
@@ -444,6 +479,7 @@ def _admit(task: TaskView, spec: TaskSpec, due: datetime, what: str, w: _Work) -
 def _start(task: TaskView, run_id: str, due: datetime, w: _Work, *, manual: bool) -> None:
     if any(a.run_id == run_id for a in w.active):
         return  # already running (adopted): the derived name would collide anyway
+    w.started.add(run_id)
     w.create.append(JobToCreate(run_id=run_id, attempt=1, scheduled_time=due, manual=manual))
     w.active.append(ActiveRun(job_name=job_name(task.name, run_id, 1), scheduled_time=rfc3339(due), attempt=1,
                               run_id=run_id, start_time=rfc3339(w.now)))
@@ -454,6 +490,11 @@ def _start(task: TaskView, run_id: str, due: datetime, w: _Work, *, manual: bool
 def _cleanup(spec: TaskSpec, own: Sequence[JobObservation], w: _Work) -> None:
     """Delete finished Jobs beyond the history limits (never one an unfinished run still points at)."""
     keep = {a.job_name for a in w.active}
+    # A Job still running that no unfinished run points at: its run was replaced or has ended, and deleting
+    # it failed after the status write (Jobs are deleted only after it). Delete it again.
+    orphans = [j for j in own if j.state is JobState.ACTIVE and not j.deleting and j.name not in keep
+               and w.last_schedule is not None and j.scheduled_time <= w.last_schedule]
+    w.delete.extend(j.name for j in orphans if j.name not in w.delete)
     for state, limit in ((JobState.SUCCEEDED, spec.successful_jobs_history_limit),
                          (JobState.FAILED, spec.failed_jobs_history_limit)):
         done = [j for j in own if j.state is state and not j.deleting and j.name not in keep]
@@ -505,7 +546,8 @@ def _status(task: TaskView, spec: TaskSpec | None, invalid: InvalidSpec | None, 
         last_due_time=rfc3339(cursor) if cursor else None, last_result=w.last_result, active=w.active,
         current_attempt=max((a.attempt for a in w.active), default=None),
         next_retry_time=retry.next_retry_time if retry else None, history=history,
-        counters=Counters(**w.counters), last_run_now_token=token)
+        counters=Counters(**w.counters), last_run_now_token=token,
+        schedule_key=schedule_key(spec) if spec is not None and invalid is None else st.schedule_key)
 
 
 def _condition(st: TaskStatus, kind: str, status: str, reason: str, message: str, generation: int,

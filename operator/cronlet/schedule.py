@@ -178,6 +178,9 @@ def compile_interval(interval: str, *, anchor: datetime) -> IntervalSchedule:
         raise ScheduleError("InvalidInterval", str(exc)) from exc
     if period < timedelta(seconds=1):
         raise ScheduleError("InvalidInterval", f"interval {interval!r} is shorter than 1s")
+    if period.microseconds % 1000:
+        # Due times are written with millisecond precision; a finer interval could not be read back exactly.
+        raise ScheduleError("InvalidInterval", f"interval {interval!r} is not a whole number of milliseconds")
     return IntervalSchedule(anchor=_utc(anchor), period=period)
 
 

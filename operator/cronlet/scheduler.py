@@ -213,7 +213,7 @@ class Scheduler:
             manifest = manifests.build_job(task=view, spec=p.spec, run=run, image=self.image)
             try:
                 created = await self.kube.create_job(manifest)
-                self.metrics.lag.labels(*self.metrics.labels(*key)).observe(
+                self.metrics.child(self.metrics.lag, *self.metrics.labels(*key)).observe(
                     max(0.0, (self.clock() - run.scheduled_time).total_seconds()))
             except kube.AlreadyExists as exists:
                 created = exists.body or {}
@@ -230,20 +230,32 @@ class Scheduler:
                 raise
             if created:
                 self.store.put_job(created)
-        for name in p.delete:
-            await self.kube.delete_job(key[0], name)
-            self.store.mark_deleting(key, name)
-
         new_status = model.dump(p.status)
         old_status = body.get("status") or {}
         if new_status != old_status:
             patch: dict[str, Any] = dict(new_status)
             for gone in set(old_status) - set(new_status):
                 patch[gone] = None  # a merge patch removes a field only when told to
-            updated = await self.kube.patch_status(key[0], key[1], patch)
+            try:
+                updated = await self.kube.patch_status(key[0], key[1], patch,
+                                                       resource_version=body["metadata"]["resourceVersion"])
+            except kube.ApiFailure as exc:
+                if exc.status in (404, 409):
+                    # Changed (or deleted, or recreated) since we read it: the watch event on its way brings the
+                    # new version and another pass; the wake-up is only a safety net. Jobs already created
+                    # are adopted by that pass.
+                    log.info("task %s/%s changed while reconciling; deciding again", *key)
+                    self.wake_at(key, self.clock() + timedelta(seconds=1))
+                    return
+                raise
             if updated.get("metadata", {}).get("uid") == view.uid:
                 self.store.put_task(updated)
             self._observe(key, p)
+        # Jobs are deleted only once the status that no longer needs them is written: deleting first and then
+        # losing the write would make a finished run look like a vanished attempt, and retry it.
+        for name in p.delete:
+            await self.kube.delete_job(key[0], name)
+            self.store.mark_deleting(key, name)
         for event in p.events:
             await self._event(view, event, now)
         self._gauges(key, p)
@@ -275,15 +287,15 @@ class Scheduler:
             if isinstance(o, plan.RunFinished):
                 m.runs.labels(*labels, o.outcome).inc(o.count)
                 if o.outcome == "Missed":
-                    m.missed.labels(*labels).inc(o.count)
+                    m.child(m.missed, *labels).inc(o.count)
                 elif o.outcome == "Skipped":
-                    m.skipped.labels(*labels).inc(o.count)
+                    m.child(m.skipped, *labels).inc(o.count)
                 if o.duration is not None:
-                    m.run_duration.labels(*labels).observe(o.duration)
+                    m.child(m.run_duration, *labels).observe(o.duration)
             elif isinstance(o, plan.AttemptFinished):
                 m.attempts.labels(*labels, o.outcome).inc()
             elif isinstance(o, plan.RetryStarted):
-                m.retries.labels(*labels).inc()
+                m.child(m.retries, *labels).inc()
 
     def _gauges(self, key: Key, p: plan.Plan) -> None:
         phase = p.status.phase or "Scheduled"

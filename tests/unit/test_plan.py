@@ -389,3 +389,91 @@ def test_long_task_names_give_job_names_within_63_characters() -> None:
     name = "a" * 253
     names = {p.job_name(name, p.scheduled_run_id(at(i)), 1) for i in range(5)}
     assert all(len(n) <= 63 for n in names) and len(names) == 5
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def _job_for(r: p.Plan, k: int = 0, **changes: Any) -> p.JobObservation:
+    """The Job a plan asked for, as it would be observed (optionally finished)."""
+    c = r.create[k]
+    base = p.JobObservation(name=p.job_name("t", c.run_id, c.attempt), owner_uid=UID, run_id=c.run_id,
+                            attempt=c.attempt, scheduled_time=c.scheduled_time, created=c.scheduled_time,
+                            state=p.JobState.ACTIVE)
+    return p.JobObservation(**{**base.__dict__, **changes})
+
+
+def test_replace_never_stops_a_run_the_same_pass_started() -> None:
+    t = task({"concurrencyPolicy": "Replace"})
+    first = step(t, [], now=10.01)
+    r = step(then(t, first, run_now_token="go"), [job(10)], now=20.01)
+    created = {p.job_name("t", c.run_id, c.attempt) for c in r.create}
+    assert not created & set(r.delete)
+    assert [c.manual for c in r.create] == [True]
+    assert [h.outcome for h in r.status.history] == ["Skipped", "Replaced"]
+
+
+def test_run_now_while_suspended_is_recorded_as_skipped() -> None:
+    r = step(task({"suspend": True}, token="now-please"), [], now=5)
+    assert r.create == ()
+    assert r.status.history[0].outcome == "Skipped" and "suspended" in r.status.history[0].message
+    assert r.status.last_run_now_token == "now-please"
+
+
+def test_lowering_max_retries_during_a_backoff_ends_the_run() -> None:
+    t = task({"maxRetries": 3, "backoff": {"initialDelay": "5s", "jitter": 0}})
+    s1 = step(t, [], now=10.01)
+    failed = job(10, state=p.JobState.FAILED, done=11, failure=p.Failure.RETRYABLE)
+    s2 = step(then(t, s1), [failed], now=11.5)
+    t3 = then(t, s2, spec={"schedule": "*/10 * * * * *", "handler": "echo", "maxRetries": 0}, generation=2)
+    r = step(t3, [failed], now=16.5)
+    assert r.create == ()
+    assert r.status.history[0].outcome == "Failed" and "maxRetries is now 0" in r.status.history[0].message
+
+
+def test_an_earlier_run_now_value_used_again_runs_again() -> None:
+    t = task({"schedule": "@yearly"}, token="A")
+    a = step(t, [], now=1)
+    ja = _job_for(a, state=p.JobState.SUCCEEDED, completion_time=at(2))
+    a_done = step(then(t, a), [ja], now=3)
+    b = step(then(t, a_done, run_now_token="B"), [ja], now=4)
+    jb = _job_for(b, state=p.JobState.SUCCEEDED, completion_time=at(5))
+    b_done = step(then(t, b, run_now_token="B"), [ja, jb], now=6)
+    again = step(then(t, b_done, run_now_token="A"), [ja, jb], now=7)
+    assert len(again.create) == 1 and again.create[0].manual
+    assert again.status.last_run_now_token == "A"
+
+
+def test_changing_the_schedule_does_not_start_a_run_at_once() -> None:
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    t = p.TaskView(**{**task({"schedule": "0 0 * * *"}, created=day - timedelta(days=1)).__dict__})
+    midnight = p.plan(t, [], now=day + timedelta(seconds=1))
+    st = midnight.status.model_copy(update={"active": [], "phase": "Scheduled"})
+    edited = p.TaskView(**{**t.__dict__, "status": st, "generation": 2,
+                           "spec": {"schedule": "0 12 * * *", "handler": "echo"}})
+    r = p.plan(edited, [], now=day + timedelta(hours=15))
+    assert r.create == ()
+    assert r.status.next_run_time == rfc3339(day + timedelta(days=1, hours=12))
+    assert r.status.schedule_key == "0 12 * * * UTC"
+
+
+def test_a_starting_deadline_of_zero_still_starts_a_run_woken_on_time() -> None:
+    r = step(task({"startingDeadlineSeconds": 0}), [], now=10.003)
+    assert [c.scheduled_time for c in r.create] == [at(10)]
+
+
+def test_a_running_job_that_no_run_points_at_is_deleted() -> None:
+    # Replace wrote its status, then deleting the replaced run's Job failed: the Job keeps running.
+    t = task({"concurrencyPolicy": "Replace"})
+    r = step(t, [], now=10.01)
+    r = step(then(t, r), [job(10)], now=20.01)
+    assert r.delete == (job(10).name,)
+    again = step(then(t, r), [job(10), job(20)], now=21)
+    assert again.delete == (job(10).name,)
+    assert [a.run_id for a in again.status.active] == [p.scheduled_run_id(at(20))]
+
+
+def test_sub_millisecond_intervals_are_rejected() -> None:
+    t = p.TaskView(**{**task().__dict__, "spec": {"interval": "1.0005s", "handler": "echo"}})
+    r = step(t, [], now=2)
+    assert r.status.phase == "Invalid" and r.status.conditions[0].reason == "InvalidInterval"

@@ -133,13 +133,16 @@ class Kube:
                 log.warning("could not update event %s/%s: %s", ns, name, _reason(exc2))
 
     async def attempt_result(self, namespace: str, job_name: str) -> tuple[str, int | None]:
-        """The handler's message and exit code from the newest pod of a finished Job."""
+        """The handler's message and exit code from the newest pod of a finished Job ("" when it left none).
+
+        Raises ApiFailure when the pods cannot be read now: the run is then recorded on a later pass, with its
+        message, rather than now without it.
+        """
         try:
             pods = await self._call("list", "pods", lambda: self.core.list_namespaced_pod(
                 namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"))
         except ApiException as exc:
-            log.warning("could not read pods of job %s/%s: %s", namespace, job_name, _reason(exc))
-            return "", None
+            raise ApiFailure(exc.status or 0, _reason(exc)) from exc
         items = sorted(pods.items, key=lambda p: p.metadata.creation_timestamp, reverse=True)
         for pod in items:
             msg, code = manifests.termination_message(self.api.sanitize_for_serialization(pod))

@@ -64,8 +64,8 @@ def parser() -> argparse.ArgumentParser:
     op.add_argument("--per-task-metrics", action=argparse.BooleanOptionalAction,
                     default=_env_bool("PER_TASK_METRICS", True),
                     help="label metrics with namespace and task (turn off for very many tasks)")
-    op.add_argument("--workers", type=int, default=int(_env("WORKERS", "4")),
-                    help="tasks reconciled at once (default 4)")
+    op.add_argument("--workers", type=int, default=int(_env("WORKERS", "8")),
+                    help="tasks reconciled at once (default 8)")
     op.set_defaults(env_namespaces=env_ns)
     sub.add_parser("crd", help="print the ScheduledTask CRD")
     return p

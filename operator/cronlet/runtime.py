@@ -8,6 +8,7 @@ and nothing else: only index and event handlers are registered, so kopf never wr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib.metadata
 import logging
 from dataclasses import dataclass, field
@@ -28,21 +29,21 @@ class Options:
     metrics_port: int = 8080
     log_format: str = "text"
     per_task_metrics: bool = True
-    workers: int = 4
+    workers: int = 8
 
 
 def known_handlers() -> frozenset[str]:
     return frozenset(ep.name for ep in importlib.metadata.entry_points(group="cronlet.handlers"))
 
 
-def load_kube_config() -> client.ApiClient:
+def load_kube_config(*, pool: int = 16) -> client.ApiClient:
     """In-cluster service account, else KUBECONFIG, else ~/.kube/config (as the contract says)."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
     cfg = client.Configuration.get_default_copy()
-    cfg.connection_pool_maxsize = 16
+    cfg.connection_pool_maxsize = pool
     return client.ApiClient(cfg)
 
 
@@ -93,7 +94,13 @@ def _raw(body: Any) -> dict[str, Any]:
 
 
 async def run(opts: Options) -> None:
-    api = load_kube_config()
+    # API calls run in threads (the Kubernetes client blocks). asyncio's default pool has cpu+4 threads, six
+    # on two cores, which made a burst of due runs queue behind each other: size it for the workers, each of
+    # which has at most one call in flight, plus room for the metrics server and kopf.
+    threads = opts.workers * 2 + 4
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cronlet-api"))
+    api = load_kube_config(pool=threads)
     m = metrics.Metrics(per_task=opts.per_task_metrics)
     health = metrics.HealthState()
     server = metrics.serve(metrics=m, health=health, port=opts.metrics_port)

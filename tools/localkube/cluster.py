@@ -27,7 +27,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -71,7 +71,9 @@ class Cluster:
         start_timeout: float = 90.0,
         stop_grace: float = 5.0,
         keep: bool | None = None,
+        controllers: Sequence[str] = CONTROLLERS,
     ) -> None:
+        self._controllers = tuple(controllers)
         self._bin_dir = bin_dir
         self._tmp_root = tmp_root if tmp_root is not None else Path(tempfile.gettempdir())
         self._shm_root = shm_root
@@ -249,7 +251,7 @@ class Cluster:
             "kube-controller-manager",
             found["kube-controller-manager"],
             f"--kubeconfig={kubeconfig}",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(self._controllers)}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={kcm_port}",

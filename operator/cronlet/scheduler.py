@@ -225,8 +225,11 @@ class Scheduler:
                     log.debug("namespace %s is being deleted; not starting runs there", key[0])
                     return  # the task goes with its namespace; nothing to retry
                 if 400 <= exc.status < 500 and exc.status not in (409, 429):
-                    await self._event(view, plan.Event("Warning", "JobCreateFailed",
-                                                       f"could not create Job: {exc.message}"), now)
+                    # Refused for what the task asks (an invalid podTemplate, a quota, an admission policy):
+                    # say so where users look, then retry with backoff; fixing the spec recovers.
+                    text = f"could not create Job {manifest['metadata']['name']}: {exc.message}"
+                    await self._event(view, plan.Event("Warning", "JobCreateFailed", text), now)
+                    await self._mark_not_ready(key, body, view, reason="JobCreateFailed", message=text)
                 raise
             if created:
                 self.store.put_job(created)
@@ -260,6 +263,27 @@ class Scheduler:
             await self._event(view, event, now)
         self._gauges(key, p)
         self.wake_at(key, p.wake_at)
+
+    async def _mark_not_ready(self, key: Key, body: dict[str, Any], view: plan.TaskView, *, reason: str,
+                              message: str) -> None:
+        """Set only the Ready condition to False (the run was not started, so nothing else changes)."""
+        ready = next((c for c in view.status.conditions if c.type == "Ready"), None)
+        if ready is not None and (ready.status, ready.reason, ready.message) == ("False", reason, message[:1024]):
+            return
+        since = self.clock() if ready is None or ready.status != "False" else plan.parse_time(
+            ready.last_transition_time)
+        new = model.Condition(type="Ready", status="False", reason=reason, message=message[:1024],
+                              last_transition_time=model.rfc3339(since), observed_generation=view.generation)
+        conditions = [new, *(c for c in view.status.conditions if c.type != "Ready")]
+        try:
+            updated = await self.kube.patch_status(
+                key[0], key[1], {"conditions": [model.dump(c) for c in conditions]},
+                resource_version=body["metadata"]["resourceVersion"])
+        except kube.ApiFailure as exc:
+            log.warning("could not mark %s/%s not ready: %s", *key, exc.message)
+            return
+        if updated.get("metadata", {}).get("uid") == view.uid:
+            self.store.put_task(updated)
 
     async def _messages_for(self, view: plan.TaskView, jobs: list[plan.JobObservation]
                             ) -> dict[str, tuple[str, int | None]]:

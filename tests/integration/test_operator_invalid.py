@@ -65,3 +65,18 @@ def test_api_server_rejects_what_the_schema_can_check(tasks: Tasks, name: str, s
         tasks.create(name, spec)
     assert err.value.status == 422
     assert text in str(err.value.body)
+
+
+def test_a_job_the_api_server_refuses_sets_ready_false_and_recovers(tasks: Tasks) -> None:
+    # The CRD keeps podTemplate free-form; the Job built from it is what the API server validates.
+    tasks.create("bad-template", {"schedule": "*/2 * * * * *", "handler": "echo",
+                                  "podTemplate": {"spec": {"nodeSelector": {"bad key!": "x"}}}})
+    st = tasks.wait_status("bad-template", lambda s: any(
+        c["type"] == "Ready" and c["status"] == "False" for c in s.get("conditions") or []), timeout=30)
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "JobCreateFailed" and "nodeSelector" in ready["message"]
+    assert tasks.jobs("bad-template") == []
+    assert ("Warning", "JobCreateFailed") in [(e.type, e.reason) for e in tasks.events("bad-template")]
+    tasks.patch_spec("bad-template", {"podTemplate": {"spec": {"nodeSelector": {"bad key!": None}}}})
+    st = tasks.wait_status("bad-template", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60)
+    assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True"

@@ -558,13 +558,6 @@ def _condition(st: TaskStatus, kind: str, status: str, reason: str, message: str
                      last_transition_time=since, observed_generation=generation)
 
 
-def parse_time(text: str) -> datetime:
-    parsed = _t(text)
-    if parsed is None:
-        raise ValueError("empty timestamp")
-    return parsed
-
-
 def _t(text: str | None) -> datetime | None:
     if not text:
         return None

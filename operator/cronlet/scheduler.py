@@ -270,7 +270,7 @@ class Scheduler:
         ready = next((c for c in view.status.conditions if c.type == "Ready"), None)
         if ready is not None and (ready.status, ready.reason, ready.message) == ("False", reason, message[:1024]):
             return
-        since = self.clock() if ready is None or ready.status != "False" else plan.parse_time(
+        since = self.clock() if ready is None or ready.status != "False" else manifests.parse_time(
             ready.last_transition_time)
         new = model.Condition(type="Ready", status="False", reason=reason, message=message[:1024],
                               last_transition_time=model.rfc3339(since), observed_generation=view.generation)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,10 @@ from typing import Any
 
 from helpers import wait_for
 from kubernetes import client
+from localkube.ports import free_port
 
 GROUP, VERSION, PLURAL = "cronlet.dev", "v1alpha1", "scheduledtasks"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OperatorProcess:

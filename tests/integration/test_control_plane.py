@@ -466,7 +466,7 @@ class TestClusterLifecycle:
         assert [name for name, pid in pids.items() if not process_gone(pid)] == []
         assert processes_mentioning(second.dir.name) == []
         assert [d for d in directories if d.exists()] == []
-        assert second.start_seconds is not None and second.start_seconds < 30
+        assert second.start_seconds is not None and second.start_seconds < 60  # 4-7 s when idle; CI is noisy
 
     def test_launcher_up_env_down_in_simulate_mode(self, tmp_path: Path) -> None:
         state_file = tmp_path / "localkube.json"

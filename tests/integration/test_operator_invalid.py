@@ -32,7 +32,9 @@ def test_invalid_spec_is_reported_once_and_recovers_when_fixed(tasks: Tasks, ope
     reconciles, version = _reconciles(operator), tasks.get(name)["metadata"]["resourceVersion"]
     time.sleep(3)  # a window long enough to see a hot retry loop, were there one
     assert tasks.get(name)["metadata"]["resourceVersion"] == version  # no rewrites
-    assert _reconciles(operator) - reconciles < 20  # all tasks together; a hot loop makes thousands
+    # All tasks of the shared operator together (earlier tests' tasks may still run while their namespaces go):
+    # a steady pass or two per run each; a hot loop makes thousands.
+    assert _reconciles(operator) - reconciles < 100
     warnings = [e for e in tasks.events(name) if e.type == "Warning" and e.reason == reason]
     assert len(warnings) == 1 and (warnings[0].count or 1) == 1
     tasks.patch_spec(name, {"schedule": "*/2 * * * * *", "timeZone": "UTC", "handler": "echo",

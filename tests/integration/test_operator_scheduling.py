@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from cronlet import schedule
+from helpers import wait_for
 from kit import OperatorProcess, Tasks, ts
 
 pytestmark = pytest.mark.cluster
@@ -24,7 +25,8 @@ def test_six_field_seconds_schedule_fires_on_time_and_the_handler_runs(tasks: Ta
         due = ts(j.metadata.annotations["cronlet.dev/scheduled-time"])
         assert due.second % 3 == 0
         lag = (j.metadata.creation_timestamp - due).total_seconds()
-        assert -1.0 <= lag <= 2.0, f"job {j.metadata.name} created {lag}s after its due time"
+        # creationTimestamp has whole seconds: 3 means created less than 4 s late, on a loaded 2-core CI machine.
+        assert -1.0 <= lag <= 3.0, f"job {j.metadata.name} created {lag}s after its due time"
     done = [h for h in st["history"] if h["outcome"] == "Succeeded"]
     assert "m-42" in done[0]["message"]  # the echo handler really ran and reported back
     assert st["lastSuccessfulTime"] and st["observedGeneration"] == 1
@@ -44,11 +46,14 @@ def test_time_zone_is_respected(tasks: Tasks) -> None:
     local = datetime.now(UTC).astimezone(ZoneInfo(zone))
     hours = f"{local.hour},{(local.hour + 1) % 24}"
     tasks.create("tz-now", {"schedule": f"*/2 * {hours} * * *", "timeZone": zone, "handler": "echo"})
+    before = datetime.now(UTC)
     tasks.create("tz-morning", {"schedule": "0 9 * * *", "timeZone": "Asia/Tokyo", "handler": "echo"})
     tasks.wait_status("tz-now", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=30)
     st = tasks.wait_status("tz-morning", lambda s: bool(s.get("nextRunTime")), timeout=20)
-    expected = schedule.next_after(schedule.compile_cron("0 9 * * *", time_zone="Asia/Tokyo"), datetime.now(UTC))
-    assert expected is not None and ts(st["nextRunTime"]) == expected
+    tokyo = schedule.compile_cron("0 9 * * *", time_zone="Asia/Tokyo")
+    # The operator computed it between `before` and now; both ends agree unless midnight UTC fell in between.
+    expected = {schedule.next_after(tokyo, before), schedule.next_after(tokyo, datetime.now(UTC))}
+    assert ts(st["nextRunTime"]) in expected
     assert ts(st["nextRunTime"]).hour == 0  # 09:00 in Tokyo is midnight UTC
 
 
@@ -83,9 +88,15 @@ def test_interval_task_shows_its_interval_in_the_schedule_column(tasks: Tasks, k
 def test_metrics_count_what_happened(tasks: Tasks, operator: OperatorProcess) -> None:
     tasks.create("counted", {"schedule": "*/2 * * * * *", "handler": "echo"})
     st = tasks.wait_status("counted", lambda s: s.get("counters", {}).get("succeeded", 0) >= 2, timeout=30)
+
+    def succeeded_metric() -> float:
+        line = next(x for x in operator.metrics().splitlines() if x.startswith("cronlet_runs_total{")
+                    and f'namespace="{tasks.ns}"' in x and 'task="counted"' in x and 'outcome="Succeeded"' in x)
+        return float(line.rsplit(" ", 1)[1])
+
+    # The counter moves just after the status write that the wait above saw, so give it a moment.
+    wait_for(lambda: succeeded_metric() >= st["counters"]["succeeded"], timeout=10,
+             message=lambda: f"cronlet_runs_total Succeeded {succeeded_metric()} < status {st['counters']}")
     text = operator.metrics()
-    line = next(x for x in text.splitlines() if x.startswith("cronlet_runs_total{")
-                and f'namespace="{tasks.ns}"' in x and 'task="counted"' in x and 'outcome="Succeeded"' in x)
-    assert float(line.rsplit(" ", 1)[1]) >= st["counters"]["succeeded"]
     assert f'cronlet_schedule_lag_seconds_count{{namespace="{tasks.ns}",task="counted"}}' in text
     assert "cronlet_operator_ready 1.0" in text

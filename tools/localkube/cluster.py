@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import ssl
 import tempfile
 import threading
@@ -31,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from localkube import binaries, pki, procs, rest
+from localkube import binaries, pki, ports, procs, rest
 
 log = logging.getLogger("localkube.cluster")
 
@@ -193,7 +192,7 @@ class Cluster:
         directory = self.dir
         certs = pki.create(directory / "pki")
         self._pki = certs
-        etcd_port, peer_port, self._port, kcm_port, scheduler_port = _free_ports(5)
+        etcd_port, peer_port, self._port, kcm_port, scheduler_port = ports.free_ports(5)
         _write_kubeconfig(self.kubeconfig, server=self.server, certs=certs)
 
         # etcd and the apiserver start together: the apiserver retries etcd while it initialises, and
@@ -308,18 +307,6 @@ class Cluster:
         for process in self._processes:
             parts.append(f"--- {process.name}: {process.log}\n{procs.tail(process.log, lines=25)}")
         return "\n".join(parts)
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel says are free; all sockets stay open until the end, so they are distinct."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _write_kubeconfig(path: Path, *, server: str, certs: pki.Pki) -> None:

@@ -38,9 +38,9 @@ def free_ports(count: int, *, rng: random.Random | None = None) -> list[int]:
     pick = rng or random.SystemRandom()
     ceiling = _ephemeral_start()
     chosen: list[int] = []
-    for _ in range(200 * count):
-        if len(chosen) == count or ceiling - _FLOOR < 1000:
-            break
+    tries = 200 * count if ceiling - _FLOOR >= 1000 else 0
+    while len(chosen) < count and tries > 0:
+        tries -= 1
         port = pick.randrange(_FLOOR, ceiling)
         if port not in chosen and _bindable(port):
             chosen.append(port)

@@ -125,21 +125,9 @@ def kubectl(cluster: LocalCluster) -> Kubectl:
 @pytest.fixture
 def namespace(kube: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace named after the test; deleted afterwards without waiting for it to go."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
     base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"t-{base}-{secrets.token_hex(3)}"
-    core = client.CoreV1Api(kube)
-    core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"localkube.dev/test": "true"}))
-    )
-    yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    with helpers.throwaway_namespace(kube, f"t-{base}-{secrets.token_hex(3)}", {"localkube.dev/test": "true"}) as name:
+        yield name
 
 
 @pytest.hookimpl(wrapper=True)

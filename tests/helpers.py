@@ -1,4 +1,4 @@
-"""Helpers shared by Cronlet's tests: waiting for a condition, and running the pinned kubectl.
+"""Helpers shared by Cronlet's tests: waiting for a condition, a throwaway namespace, the pinned kubectl.
 
 For: the few lines every integration test would otherwise repeat. Must not: hold fixtures (those are in
 conftest.py), sleep as an assertion (``wait_for`` polls a condition and fails with what it last saw), or
@@ -7,11 +7,12 @@ use a kubectl from PATH (it is usually another version than the cluster's).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from localkube import binaries
@@ -83,3 +84,21 @@ def tool(name: str) -> Path:
         return binaries.find(name)
     except binaries.MissingBinaryError as error:
         pytest.fail(str(error), pytrace=False)
+
+
+@contextlib.contextmanager
+def throwaway_namespace(kube: Any, name: str, labels: dict[str, str]) -> Iterator[str]:
+    """Create namespace ``name``; on exit delete it without waiting for it to go (a 404 is fine)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(kube)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise

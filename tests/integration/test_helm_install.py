@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from cronlet import manifests, model, plan
-from helpers import wait_for
+from helpers import throwaway_namespace, wait_for
 from kit import GROUP, PLURAL, ROOT, VERSION, OperatorProcess, Tasks, stopped
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -96,16 +96,8 @@ def restrict(kube: client.ApiClient, namespace: str) -> None:
 @pytest.fixture
 def release_namespace(kube: client.ApiClient, namespace: str) -> Iterator[str]:
     """A second fresh namespace for the release itself, restricted from the start."""
-    core = client.CoreV1Api(kube)
-    name = f"{namespace[:52]}-rel"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=name, labels={"localkube.dev/test": "true", **RESTRICTED})))
-    yield name
-    try:
-        core.delete_namespace(name)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    with throwaway_namespace(kube, f"{namespace[:52]}-rel", {"localkube.dev/test": "true", **RESTRICTED}) as name:
+        yield name
 
 
 @pytest.fixture

@@ -536,31 +536,28 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 API error or task not found, 2 usage or validation error.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common], help="start one run now (sets the cronlet.dev/run-now annotation)",
-                         description="Start one run of the task now, whatever its schedule, by setting the "
-                                     "annotation cronlet.dev/run-now to the current UTC time. The operator starts "
-                                     "one run per distinct value and records it in status.lastRunNowToken.")
-    run.add_argument("name", metavar="NAME", help="name of the ScheduledTask")
-    run.set_defaults(func=cmd_run)
+    def task_command(command: str, func: Callable[[argparse.Namespace], int], *, help: str,
+                     description: str) -> argparse.ArgumentParser:
+        """A subcommand that acts on one ScheduledTask, named by its NAME argument."""
+        parser = sub.add_parser(command, parents=[common], help=help, description=description)
+        parser.add_argument("name", metavar="NAME", help="name of the ScheduledTask")
+        parser.set_defaults(func=func)
+        return parser
 
-    suspend = sub.add_parser("suspend", parents=[common], help="stop starting new runs (spec.suspend=true)",
-                             description="Set spec.suspend to true: no new runs start; active runs finish. "
-                                         "Due times that pass while suspended are not run later.")
-    suspend.add_argument("name", metavar="NAME", help="name of the ScheduledTask")
-    suspend.set_defaults(func=cmd_suspend)
-
-    resume = sub.add_parser("resume", parents=[common], help="start runs again (spec.suspend=false)",
-                            description="Set spec.suspend to false: the task runs again from its next due time.")
-    resume.add_argument("name", metavar="NAME", help="name of the ScheduledTask")
-    resume.set_defaults(func=cmd_resume)
-
-    history = sub.add_parser("history", parents=[common], help="show recent runs (status.history)",
-                             description="Show the task's recent runs, newest first, from status.history: due "
-                                         "time, outcome, attempts, duration, last Job and the handler's message.")
-    history.add_argument("name", metavar="NAME", help="name of the ScheduledTask")
+    task_command("run", cmd_run, help="start one run now (sets the cronlet.dev/run-now annotation)",
+                 description="Start one run of the task now, whatever its schedule, by setting the annotation "
+                             "cronlet.dev/run-now to the current UTC time. The operator starts one run per "
+                             "distinct value and records it in status.lastRunNowToken.")
+    task_command("suspend", cmd_suspend, help="stop starting new runs (spec.suspend=true)",
+                 description="Set spec.suspend to true: no new runs start; active runs finish. Due times that "
+                             "pass while suspended are not run later.")
+    task_command("resume", cmd_resume, help="start runs again (spec.suspend=false)",
+                 description="Set spec.suspend to false: the task runs again from its next due time.")
+    history = task_command("history", cmd_history, help="show recent runs (status.history)",
+                           description="Show the task's recent runs, newest first, from status.history: due "
+                                       "time, outcome, attempts, duration, last Job and the handler's message.")
     history.add_argument("-o", "--output", choices=["table", "json"], default="table",
                          help="table (default) or json (the status.history entries as stored)")
-    history.set_defaults(func=cmd_history)
 
     nxt = sub.add_parser(
         "next", parents=[common], help="print the next due times of a task or of a cron expression",

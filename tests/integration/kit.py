@@ -137,6 +137,23 @@ class Tasks:
         items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
         return list(items)
 
+    def wait_event(self, name: str, type_: str, reason: str, *, timeout: float = 15) -> list[Any]:
+        """Wait for an Event of this type and reason about the task, and return all such Events.
+
+        The operator posts a pass's Events after its status write, so a test that has just seen the status
+        must wait for them rather than read once.
+        """
+        found: list[Any] = []
+
+        def check() -> bool:
+            nonlocal found
+            found = [e for e in self.events(name) if (e.type, e.reason) == (type_, reason)]
+            return bool(found)
+
+        wait_for(check, timeout=timeout, message=lambda: f"{name}: no {type_} Event {reason}; events: "
+                 f"{[(e.type, e.reason) for e in self.events(name)]}")
+        return found
+
     def wait_status(self, name: str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 60,
                     what: str = "status") -> dict[str, Any]:
         seen: dict[str, Any] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from helpers import wait_for
 from kit import Tasks, outcomes
 
 pytestmark = pytest.mark.cluster
@@ -38,7 +39,5 @@ def test_replace_stops_the_old_run(tasks: Tasks) -> None:
     def old_job_gone() -> bool:
         return all(j.metadata.name != replaced["jobName"] or j.metadata.deletion_timestamp
                    for j in tasks.jobs("replace"))
-
-    from helpers import wait_for
 
     wait_for(old_job_gone, timeout=20, message="the replaced Job was not deleted")

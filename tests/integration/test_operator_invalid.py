@@ -35,7 +35,7 @@ def test_invalid_spec_is_reported_once_and_recovers_when_fixed(tasks: Tasks, ope
     # All tasks of the shared operator together (earlier tests' tasks may still run while their namespaces go):
     # a steady pass or two per run each; a hot loop makes thousands.
     assert _reconciles(operator) - reconciles < 100
-    warnings = [e for e in tasks.events(name) if e.type == "Warning" and e.reason == reason]
+    warnings = tasks.wait_event(name, "Warning", reason)
     assert len(warnings) == 1 and (warnings[0].count or 1) == 1
     tasks.patch_spec(name, {"schedule": "*/2 * * * * *", "timeZone": "UTC", "handler": "echo",
                             "parameters": {"blob": None, "ok": True}})  # merge patch: null removes
@@ -78,7 +78,7 @@ def test_a_job_the_api_server_refuses_sets_ready_false_and_recovers(tasks: Tasks
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "JobCreateFailed" and "nodeSelector" in ready["message"]
     assert tasks.jobs("bad-template") == []
-    assert ("Warning", "JobCreateFailed") in [(e.type, e.reason) for e in tasks.events("bad-template")]
+    tasks.wait_event("bad-template", "Warning", "JobCreateFailed")
     tasks.patch_spec("bad-template", {"podTemplate": {"spec": {"nodeSelector": {"bad key!": None}}}})
     st = tasks.wait_status("bad-template", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60)
     assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True"

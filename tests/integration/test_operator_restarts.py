@@ -60,7 +60,7 @@ def test_starting_deadline_turns_runs_missed_while_down_into_missed(tasks: Tasks
     cutoff = up - timedelta(seconds=1 + DEADLINE_GRACE)
     late = [d for d in map(ts, _dues(tasks, "deadline")) if down + timedelta(seconds=1) < d < cutoff]
     assert late == [], f"runs past their deadline were started: {late}"
-    assert ("Warning", "MissedSchedule") in [(e.type, e.reason) for e in tasks.events("deadline")]
+    tasks.wait_event("deadline", "Warning", "MissedSchedule")
 
 
 def test_without_deadline_only_the_most_recent_missed_run_starts(tasks: Tasks,

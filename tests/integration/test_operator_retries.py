@@ -46,8 +46,7 @@ def test_retries_exhausted_fail_the_run(tasks: Tasks) -> None:
     cond = next(c for c in st["conditions"] if c["type"] == "LastRunSucceeded")
     assert (cond["status"], cond["reason"]) == ("False", "RetriesExhausted")
     assert st.get("nextRunTime")  # still scheduled
-    reasons = [(e.type, e.reason) for e in tasks.events("doomed")]
-    assert ("Warning", "RetriesExhausted") in reasons
+    tasks.wait_event("doomed", "Warning", "RetriesExhausted")
 
 
 def test_exit_code_2_is_a_permanent_failure(tasks: Tasks) -> None:
@@ -57,7 +56,7 @@ def test_exit_code_2_is_a_permanent_failure(tasks: Tasks) -> None:
     st = tasks.wait_status("perm", lambda s: s.get("phase") == "Failed", timeout=30)
     assert st["history"][0]["attempts"] == 1 and st["counters"]["retries"] == 0
     assert len(tasks.jobs("perm")) == 1
-    assert ("Warning", "PermanentFailure") in [(e.type, e.reason) for e in tasks.events("perm")]
+    tasks.wait_event("perm", "Warning", "PermanentFailure")
 
 
 def test_timeout_stops_the_attempt_and_counts_as_a_failure(tasks: Tasks) -> None:

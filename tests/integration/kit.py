@@ -89,6 +89,14 @@ class OperatorProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
             return str(r.read().decode())
 
+    def log_of_last_start(self) -> str:
+        """What the operator printed since its most recent start."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return text[text.rfind("\n===== start #"):]
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -132,6 +140,12 @@ class Tasks:
     def jobs(self, name: str) -> list[Any]:
         items = self.batch.list_namespaced_job(self.ns, label_selector=f"cronlet.dev/task={name}").items
         return sorted(items, key=lambda j: (j.metadata.creation_timestamp, j.metadata.name))
+
+    def settle(self, name: str) -> dict[str, Any]:
+        """Suspend the task and wait until nothing runs, so its status and its Jobs can be compared at rest."""
+        self.patch_spec(name, {"suspend": True})
+        return self.wait_status(name, lambda s: s.get("phase") == "Suspended" and not s.get("active"), timeout=30,
+                                what="suspended with no active run")
 
     def events(self, name: str) -> list[Any]:
         items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items

@@ -237,7 +237,10 @@ def test_executor_job_pod_is_admitted_under_restricted(kube: client.ApiClient, n
 
 
 def token_kubeconfig(*, admin_kubeconfig: str, install: Install, kubectl: Kubectl, path: Path) -> str:
-    """A kubeconfig for the chart's ServiceAccount: the admin kubeconfig's server and CA, a fresh token."""
+    """A kubeconfig for the chart's ServiceAccount: the admin kubeconfig's server and CA, a fresh token.
+
+    Returned once the token may list tasks and Jobs: RBAC learns of the chart's new bindings through a watch.
+    """
     token = kubectl("create", "token", install.service_account, "-n", install.release_namespace,
                     "--duration=1h").stdout.strip()
     admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
@@ -253,6 +256,14 @@ def token_kubeconfig(*, admin_kubeconfig: str, install: Install, kubectl: Kubect
         "current-context": "operator",
     }))
     path.chmod(0o600)
+    api = config.new_client_from_config(config_file=str(path))
+    try:
+        custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
+        wait_for(lambda: custom.list_namespaced_custom_object(GROUP, VERSION, install.tasks_namespace, PLURAL)
+                 and batch.list_namespaced_job(install.tasks_namespace), timeout=30, ignore=(ApiException,),
+                 message="the chart's ServiceAccount may list tasks and Jobs")
+    finally:
+        api.close()
     return str(path)
 
 

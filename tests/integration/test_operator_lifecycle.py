@@ -14,6 +14,7 @@ pytestmark = pytest.mark.cluster
 def test_suspend_stops_new_runs_and_resume_does_not_catch_up(tasks: Tasks) -> None:
     tasks.create("pausable", {"schedule": "*/2 * * * * *", "handler": "echo"})
     tasks.wait_status("pausable", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=30)
+    suspended_at = now()
     tasks.patch_spec("pausable", {"suspend": True})
     st = tasks.wait_status("pausable", lambda s: s.get("phase") == "Suspended" and not s.get("active"), timeout=20)
     assert "nextRunTime" not in st
@@ -25,7 +26,11 @@ def test_suspend_stops_new_runs_and_resume_does_not_catch_up(tasks: Tasks) -> No
     st = tasks.wait_status("pausable", lambda s: s.get("counters", {}).get("runs", 0) > runs, timeout=20)
     newest = max(ts(j.metadata.annotations["cronlet.dev/scheduled-time"]) for j in tasks.jobs("pausable"))
     assert newest >= resumed_at.replace(microsecond=0), "a due time from the suspended window was run"
-    assert st["counters"]["missed"] == 0
+    # Nor counted as missed. (A pass that is late on a loaded machine may rightly record a Missed run outside
+    # the window, so the check is on the window, not on the counter.)
+    in_window = [h for h in st.get("history") or [] if h["outcome"] == "Missed"
+                 and suspended_at.replace(microsecond=0) <= ts(h["scheduledTime"]) <= resumed_at]
+    assert in_window == [], in_window
 
 
 def test_run_now_starts_one_run_per_new_value(tasks: Tasks) -> None:
@@ -46,6 +51,7 @@ def test_history_limits_trim_status_and_delete_old_jobs(tasks: Tasks) -> None:
                              "successfulJobsHistoryLimit": 2, "concurrencyPolicy": "Allow"})
     st = tasks.wait_status("trimmed", lambda s: s.get("counters", {}).get("succeeded", 0) >= 6, timeout=40)
     assert len(st["history"]) == 3
+    tasks.settle("trimmed")  # with a Job a second, new ones would keep entering the count below
 
     def jobs_trimmed() -> bool:
         done = [j for j in tasks.jobs("trimmed") if j.status.succeeded and not j.metadata.deletion_timestamp]

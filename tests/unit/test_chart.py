@@ -168,7 +168,8 @@ def test_deployment_runs_one_operator_with_probes_on_the_metrics_port() -> None:
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    assert "resources" not in container  # no measured default yet
+    # Measured defaults (tools/bench_memory.py); no CPU limit, since throttling would delay runs.
+    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 
 
 @pytest.mark.binaries

@@ -17,35 +17,14 @@ The figures back the Helm chart's default `resources` (charts/cronlet/values.yam
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
-from kubernetes import client, config
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-from localkube import binaries, cluster, kubelet  # noqa: E402
-from localkube.ports import free_port  # noqa: E402
+from benchkit import cpu_seconds, memory_kib, operator_on_local_cluster
+from kubernetes import client
 
 NS = "bench"
 GROUP, VERSION, PLURAL = "cronlet.dev", "v1alpha1", "scheduledtasks"
-
-
-def _memory_kib(pid: int) -> tuple[int, int]:
-    """Resident and peak resident memory of a process, in KiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -63,79 +42,51 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=1.0, help="how long the running phase lasts")
     args = ap.parse_args()
     steps = [int(x) for x in args.steps.split(",")]
-    with cluster.Cluster() as cp:
-        fake = kubelet.FakeKubelet(credentials=cp.credentials, work_dir=cp.dir / "kubelet",
-                                   mode=kubelet.Mode.SIMULATE)
-        fake.start()
-        op = None
-        try:
-            kubectl = [str(binaries.find("kubectl")), "--kubeconfig", str(cp.kubeconfig)]
-            subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
-            subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/scheduledtasks.cronlet.dev"],
-                           check=True, capture_output=True)
-            subprocess.run([*kubectl, "create", "namespace", NS], check=True, capture_output=True)
-            api = config.new_client_from_config(str(cp.kubeconfig))
-            custom = client.CustomObjectsApi(api)
-            port = free_port()
-            op = proc = subprocess.Popen([sys.executable, "-m", "cronlet.cli", "operator", "--metrics-port", str(port),
-                                   "--namespace", NS], env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with operator_on_local_cluster(NS) as bench:
+        custom = client.CustomObjectsApi(bench.api)
+        proc = bench.operator
+        time.sleep(5)
+        rows: list[tuple[str, int, int, float]] = []
 
-            def ready() -> bool:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                        return True
-                except OSError:
-                    return False
+        def record(label: str) -> None:
+            rss, hwm = memory_kib(proc.pid)
+            rows.append((label, rss, hwm, cpu_seconds(proc.pid)))
+            print(f"  {label:<36} RSS {rss / 1024:6.1f} MiB  peak {hwm / 1024:6.1f} MiB", flush=True)
 
-            _wait(ready, 60, "the operator's /readyz")
+        def with_status() -> int:
+            items = custom.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)["items"]
+            return sum(1 for t in items if (t.get("status") or {}).get("phase"))
+
+        record("idle, 0 tasks")
+        made = 0
+        for count in steps:
+            started = time.monotonic()
+            for i in range(made, count):
+                custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, {
+                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledTask", "metadata": {"name": f"t-{i}"},
+                    "spec": {"schedule": "@yearly", "handler": "echo", "parameters": {"pad": "x" * 1024}}})
+            made = count
+
+            def all_reconciled(n: int = made) -> bool:
+                return with_status() >= n
+
+            _wait(all_reconciled, 600, f"{made} tasks with a status")
+            print(f"{count} tasks created and reconciled in {time.monotonic() - started:.1f} s", flush=True)
             time.sleep(5)
-            rows: list[tuple[str, int, int, float]] = []
-
-            def record(label: str) -> None:
-                rss, hwm = _memory_kib(proc.pid)
-                rows.append((label, rss, hwm, _cpu_seconds(proc.pid)))
-                print(f"  {label:<36} RSS {rss / 1024:6.1f} MiB  peak {hwm / 1024:6.1f} MiB", flush=True)
-
-            def with_status() -> int:
-                items = custom.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)["items"]
-                return sum(1 for t in items if (t.get("status") or {}).get("phase"))
-
-            record("idle, 0 tasks")
-            made = 0
-            for count in steps:
-                started = time.monotonic()
-                for i in range(made, count):
-                    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, {
-                        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledTask", "metadata": {"name": f"t-{i}"},
-                        "spec": {"schedule": "@yearly", "handler": "echo", "parameters": {"pad": "x" * 1024}}})
-                made = count
-
-                def all_reconciled(n: int = made) -> bool:
-                    return with_status() >= n
-
-                _wait(all_reconciled, 600, f"{made} tasks with a status")
-                print(f"{count} tasks created and reconciled in {time.monotonic() - started:.1f} s", flush=True)
-                time.sleep(5)
-                record(f"{count} tasks at rest")
-            running = min(args.running, made)
-            for i in range(running):
-                custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, f"t-{i}", {
-                    "spec": {"schedule": "*/10 * * * * *", "successfulJobsHistoryLimit": 1}})
-            time.sleep(args.minutes * 60)
-            record(f"{made} tasks, {running} running every 10 s")
-            _, base_rss, _, base_cpu = rows[0]
-            print(f"\n  {'figure':<36} RSS MiB  peak MiB  RSS / idle  KiB per task  CPU s since idle")
-            for label, rss, hwm, cpu in rows:
-                tasks = int(label.split()[0]) if label[0].isdigit() else 0
-                per_task = f"{(rss - base_rss) / tasks:12.1f}" if tasks else f"{'-':>12}"
-                print(f"  {label:<36} {rss / 1024:7.1f} {hwm / 1024:9.1f} {rss / base_rss:11.2f} {per_task} "
-                      f"{cpu - base_cpu:17.1f}")
-        finally:
-            if op is not None:
-                op.terminate()
-                op.wait(30)
-            fake.stop()
+            record(f"{count} tasks at rest")
+        running = min(args.running, made)
+        for i in range(running):
+            custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, f"t-{i}", {
+                "spec": {"schedule": "*/10 * * * * *", "successfulJobsHistoryLimit": 1}})
+        time.sleep(args.minutes * 60)
+        record(f"{made} tasks, {running} running every 10 s")
+        _, base_rss, _, base_cpu = rows[0]
+        print(f"\n  {'figure':<36} RSS MiB  peak MiB  RSS / idle  KiB per task  CPU s since idle")
+        for label, rss, hwm, cpu in rows:
+            tasks = int(label.split()[0]) if label[0].isdigit() else 0
+            per_task = f"{(rss - base_rss) / tasks:12.1f}" if tasks else f"{'-':>12}"
+            print(f"  {label:<36} {rss / 1024:7.1f} {hwm / 1024:9.1f} {rss / base_rss:11.2f} {per_task} "
+                  f"{cpu - base_cpu:17.1f}")
 
 
 if __name__ == "__main__":

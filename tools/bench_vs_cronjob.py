@@ -14,23 +14,15 @@ CPU time and peak RSS over the run.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
-from kubernetes import client, config, watch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-from localkube import binaries, cluster, kubelet  # noqa: E402
+from benchkit import cpu_seconds, memory_kib, operator_on_local_cluster
+from kubernetes import client, watch
+from localkube import cluster
 
 NS = "bench"
 CRONJOB_DUE = "batch.kubernetes.io/cronjob-scheduled-timestamp"
@@ -38,16 +30,6 @@ CRONJOB_DUE = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 
 def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def _proc_stats(pid: int) -> tuple[float, int]:
-    """CPU seconds (user+system) and peak RSS in KiB of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    peak = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                if line.startswith("VmHWM:"))
-    return cpu, peak
 
 
 def _summary(lags: list[float]) -> str:
@@ -64,100 +46,75 @@ def main() -> None:
     ap.add_argument("--minutes", type=int, default=2)
     args = ap.parse_args()
     controllers = (*cluster.CONTROLLERS, "cronjob-controller")
-    with cluster.Cluster(controllers=controllers) as cp:
-        fake = kubelet.FakeKubelet(credentials=cp.credentials, work_dir=cp.dir / "kubelet",
-                                   mode=kubelet.Mode.SIMULATE)
-        fake.start()
-        op = None
-        try:
-            kubectl = [str(binaries.find("kubectl")), "--kubeconfig", str(cp.kubeconfig)]
-            subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
-            subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/scheduledtasks.cronlet.dev"],
-                           check=True, capture_output=True)
-            subprocess.run([*kubectl, "create", "namespace", NS], check=True, capture_output=True)
-            api = config.new_client_from_config(str(cp.kubeconfig))
-            batch, custom = client.BatchV1Api(api), client.CustomObjectsApi(api)
-            port = 18000 + os.getpid() % 1000
-            op = subprocess.Popen([sys.executable, "-m", "cronlet.cli", "operator", "--metrics-port", str(port),
-                                   "--namespace", NS], env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(120):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.5)
-            seen: dict[str, list[float]] = {"CronJob controller": [], "Cronlet": []}
-            stop = threading.Event()
+    with operator_on_local_cluster(NS, controllers=controllers) as bench:
+        batch, custom = client.BatchV1Api(bench.api), client.CustomObjectsApi(bench.api)
+        op = bench.operator
+        seen: dict[str, list[float]] = {"CronJob controller": [], "Cronlet": []}
+        stop = threading.Event()
 
-            def watch_jobs() -> None:
-                try:
-                    _watch_jobs()
-                except Exception:  # the cluster going away at the end
-                    if not stop.is_set():
-                        raise
+        def watch_jobs() -> None:
+            try:
+                _watch_jobs()
+            except Exception:  # the cluster going away at the end
+                if not stop.is_set():
+                    raise
 
-            def _watch_jobs() -> None:
-                w = watch.Watch()
-                for event in w.stream(batch.list_namespaced_job, NS, timeout_seconds=900):
-                    now = time.time()
-                    if stop.is_set():
-                        w.stop()
-                        return
-                    if event["type"] != "ADDED":
-                        continue
-                    ann = event["object"].metadata.annotations or {}
-                    if CRONJOB_DUE in ann:
-                        seen["CronJob controller"].append(now - _ts(ann[CRONJOB_DUE]))
-                    elif "cronlet.dev/scheduled-time" in ann:
-                        seen["Cronlet"].append(now - _ts(ann["cronlet.dev/scheduled-time"]))
+        def _watch_jobs() -> None:
+            w = watch.Watch()
+            for event in w.stream(batch.list_namespaced_job, NS, timeout_seconds=900):
+                now = time.time()
+                if stop.is_set():
+                    w.stop()
+                    return
+                if event["type"] != "ADDED":
+                    continue
+                ann = event["object"].metadata.annotations or {}
+                if CRONJOB_DUE in ann:
+                    seen["CronJob controller"].append(now - _ts(ann[CRONJOB_DUE]))
+                elif "cronlet.dev/scheduled-time" in ann:
+                    seen["Cronlet"].append(now - _ts(ann["cronlet.dev/scheduled-time"]))
 
-            threading.Thread(target=watch_jobs, daemon=True).start()
-            cpu0, _ = _proc_stats(op.pid)
+        threading.Thread(target=watch_jobs, daemon=True).start()
+        cpu0 = cpu_seconds(op.pid)
 
-            def measure(which: str, create: Callable[[int], object], delete: Callable[[int], object]) -> None:
-                """Create the objects, skip the first minute boundary, measure ``minutes`` boundaries, delete."""
-                for i in range(args.tasks):
-                    create(i)
-                first = (int(time.time()) // 60 + 1) * 60
-                print(f"{which}: {args.tasks} objects; measuring the due times from "
-                      f"{datetime.fromtimestamp(first + 60, UTC):%H:%M:%S} for {args.minutes} min ...", flush=True)
-                time.sleep(max(0.0, first + 30 - time.time()))
-                seen[which].clear()
-                time.sleep(max(0.0, first + 60 * args.minutes + 20 - time.time()))
-                for i in range(args.tasks):
-                    delete(i)
+        def measure(which: str, create: Callable[[int], object], delete: Callable[[int], object]) -> None:
+            """Create the objects, skip the first minute boundary, measure ``minutes`` boundaries, delete."""
+            for i in range(args.tasks):
+                create(i)
+            first = (int(time.time()) // 60 + 1) * 60
+            print(f"{which}: {args.tasks} objects; measuring the due times from "
+                  f"{datetime.fromtimestamp(first + 60, UTC):%H:%M:%S} for {args.minutes} min ...", flush=True)
+            time.sleep(max(0.0, first + 30 - time.time()))
+            seen[which].clear()
+            time.sleep(max(0.0, first + 60 * args.minutes + 20 - time.time()))
+            for i in range(args.tasks):
+                delete(i)
 
-            # One after the other, so that neither slows the other down on a small machine.
-            measure("CronJob controller", lambda i: batch.create_namespaced_cron_job(NS, {
-                "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": f"cj-{i}"},
-                "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Forbid",
-                         "successfulJobsHistoryLimit": 1, "failedJobsHistoryLimit": 1,
-                         "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
-                             "restartPolicy": "Never",
-                             "containers": [{"name": "main", "image": "x", "command": ["true"]}]}}}}}}),
-                lambda i: batch.delete_namespaced_cron_job(f"cj-{i}", NS))
-            measure("Cronlet", lambda i: custom.create_namespaced_custom_object(
-                "cronlet.dev", "v1alpha1", NS, "scheduledtasks", {
-                    "apiVersion": "cronlet.dev/v1alpha1", "kind": "ScheduledTask", "metadata": {"name": f"st-{i}"},
-                    "spec": {"schedule": "0 * * * * *", "handler": "echo", "successfulJobsHistoryLimit": 1}}),
-                lambda i: custom.delete_namespaced_custom_object("cronlet.dev", "v1alpha1", NS, "scheduledtasks",
-                                                                 f"st-{i}"))
-            stop.set()
-            cpu1, peak = _proc_stats(op.pid)
-            print("\ncreation lag: watch saw the Job - its due time")
-            for name, lags in seen.items():
-                print(f"  {name:20} {_summary(lags)}")
-            a, b = seen["Cronlet"], seen["CronJob controller"]
-            if a and b:
-                print(f"\nCronlet p50 / CronJob p50 = {statistics.median(a) / statistics.median(b):.3f}; "
-                      f"max / max = {max(a) / max(b):.3f}")
-            print(f"cronlet operator: {cpu1 - cpu0:.1f} s CPU over the run, peak RSS {peak / 1024:.0f} MiB")
-        finally:
-            if op is not None:
-                op.terminate()
-                op.wait(30)
-            fake.stop()
+        # One after the other, so that neither slows the other down on a small machine.
+        measure("CronJob controller", lambda i: batch.create_namespaced_cron_job(NS, {
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": f"cj-{i}"},
+            "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Forbid",
+                     "successfulJobsHistoryLimit": 1, "failedJobsHistoryLimit": 1,
+                     "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
+                         "restartPolicy": "Never",
+                         "containers": [{"name": "main", "image": "x", "command": ["true"]}]}}}}}}),
+            lambda i: batch.delete_namespaced_cron_job(f"cj-{i}", NS))
+        measure("Cronlet", lambda i: custom.create_namespaced_custom_object(
+            "cronlet.dev", "v1alpha1", NS, "scheduledtasks", {
+                "apiVersion": "cronlet.dev/v1alpha1", "kind": "ScheduledTask", "metadata": {"name": f"st-{i}"},
+                "spec": {"schedule": "0 * * * * *", "handler": "echo", "successfulJobsHistoryLimit": 1}}),
+            lambda i: custom.delete_namespaced_custom_object("cronlet.dev", "v1alpha1", NS, "scheduledtasks",
+                                                             f"st-{i}"))
+        stop.set()
+        cpu1, (_, peak) = cpu_seconds(op.pid), memory_kib(op.pid)
+        print("\ncreation lag: watch saw the Job - its due time")
+        for name, lags in seen.items():
+            print(f"  {name:20} {_summary(lags)}")
+        a, b = seen["Cronlet"], seen["CronJob controller"]
+        if a and b:
+            print(f"\nCronlet p50 / CronJob p50 = {statistics.median(a) / statistics.median(b):.3f}; "
+                  f"max / max = {max(a) / max(b):.3f}")
+        print(f"cronlet operator: {cpu1 - cpu0:.1f} s CPU over the run, peak RSS {peak / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -181,7 +181,10 @@ class TaskStatus(_Model):
                                     description="Outcome of the most recent finished run.")
     active: list[ActiveRun] = Field(default_factory=list, description="Unfinished runs.")
     current_attempt: int | None = Field(None, alias="currentAttempt",
-                                        description="For a run that is retrying: its attempt number.")
+                                        description=(
+                                            "For a run that is retrying: its attempt number (1 = the first "
+                                            "try, which failed, while the run waits for attempt 2). Absent "
+                                            "while no run is retrying. With several, the highest."))
     next_retry_time: str | None = Field(None, alias="nextRetryTime",
                                         description="For a run that is retrying: when the next attempt starts.")
     history: list[HistoryEntry] = Field(default_factory=list,

@@ -539,12 +539,14 @@ def _status(task: TaskView, spec: TaskSpec | None, invalid: InvalidSpec | None, 
     elif previous_run is not None:
         conditions.append(previous_run)
     retry = min(waiting, key=lambda a: a.next_retry_time or "") if waiting else None
+    # A run is retrying once its first attempt failed: waiting for the next attempt, or running a later one.
+    retrying = [a.attempt for a in w.active if a.attempt > 1 or a.next_retry_time is not None]
     return TaskStatus(
         phase=phase, conditions=conditions, observed_generation=task.generation, next_run_time=nxt,  # type: ignore[arg-type]
         last_schedule_time=rfc3339(w.last_schedule) if w.last_schedule else None,
         last_successful_time=rfc3339(w.last_success) if w.last_success else None,
         last_due_time=rfc3339(cursor) if cursor else None, last_result=w.last_result, active=w.active,
-        current_attempt=max((a.attempt for a in w.active), default=None),
+        current_attempt=max(retrying, default=None),
         next_retry_time=retry.next_retry_time if retry else None, history=history,
         counters=Counters(**w.counters), last_run_now_token=token,
         schedule_key=schedule_key(spec) if spec is not None and invalid is None else st.schedule_key)

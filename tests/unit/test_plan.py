@@ -111,6 +111,7 @@ def test_interval_schedule_runs_at_creation_plus_n_intervals() -> None:
 def test_failed_attempt_waits_its_backoff_then_retries_until_success() -> None:
     t = task({"maxRetries": 3, "backoff": {"initialDelay": "2s", "multiplier": 2, "jitter": 0}})
     r = step(t, [], now=10)
+    assert r.status.current_attempt is None  # a first try is not retrying
     a1 = job(10, 1, state=p.JobState.FAILED, done=11, failure=p.Failure.RETRYABLE)
     r = step(then(t, r), [a1], now=11.1)
     assert r.create == ()

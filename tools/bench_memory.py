@@ -18,21 +18,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
-from benchkit import cpu_seconds, memory_kib, operator_on_local_cluster
+from benchkit import cpu_seconds, memory_kib, operator_on_local_cluster, wait_until
 from kubernetes import client
 
 NS = "bench"
 GROUP, VERSION, PLURAL = "cronlet.dev", "v1alpha1", "scheduledtasks"
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(1)
 
 
 def main() -> None:
@@ -46,18 +37,18 @@ def main() -> None:
         custom = client.CustomObjectsApi(bench.api)
         proc = bench.operator
         time.sleep(5)
-        rows: list[tuple[str, int, int, float]] = []
+        rows: list[tuple[str, int, int, int, float]] = []  # label, tasks, RSS, peak RSS, CPU seconds
 
-        def record(label: str) -> None:
+        def record(label: str, tasks: int) -> None:
             rss, hwm = memory_kib(proc.pid)
-            rows.append((label, rss, hwm, cpu_seconds(proc.pid)))
+            rows.append((label, tasks, rss, hwm, cpu_seconds(proc.pid)))
             print(f"  {label:<36} RSS {rss / 1024:6.1f} MiB  peak {hwm / 1024:6.1f} MiB", flush=True)
 
         def with_status() -> int:
             items = custom.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)["items"]
             return sum(1 for t in items if (t.get("status") or {}).get("phase"))
 
-        record("idle, 0 tasks")
+        record("idle, 0 tasks", 0)
         made = 0
         for count in steps:
             started = time.monotonic()
@@ -70,20 +61,19 @@ def main() -> None:
             def all_reconciled(n: int = made) -> bool:
                 return with_status() >= n
 
-            _wait(all_reconciled, 600, f"{made} tasks with a status")
+            wait_until(all_reconciled, 600, f"{made} tasks with a status")
             print(f"{count} tasks created and reconciled in {time.monotonic() - started:.1f} s", flush=True)
             time.sleep(5)
-            record(f"{count} tasks at rest")
+            record(f"{count} tasks at rest", count)
         running = min(args.running, made)
         for i in range(running):
             custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, f"t-{i}", {
                 "spec": {"schedule": "*/10 * * * * *", "successfulJobsHistoryLimit": 1}})
         time.sleep(args.minutes * 60)
-        record(f"{made} tasks, {running} running every 10 s")
-        _, base_rss, _, base_cpu = rows[0]
+        record(f"{made} tasks, {running} running every 10 s", made)
+        _, _, base_rss, _, base_cpu = rows[0]
         print(f"\n  {'figure':<36} RSS MiB  peak MiB  RSS / idle  KiB per task  CPU s since idle")
-        for label, rss, hwm, cpu in rows:
-            tasks = int(label.split()[0]) if label[0].isdigit() else 0
+        for label, tasks, rss, hwm, cpu in rows:
             per_task = f"{(rss - base_rss) / tasks:12.1f}" if tasks else f"{'-':>12}"
             print(f"  {label:<36} {rss / 1024:7.1f} {hwm / 1024:9.1f} {rss / base_rss:11.2f} {per_task} "
                   f"{cpu - base_cpu:17.1f}")

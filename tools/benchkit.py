@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +49,14 @@ def operator_on_local_cluster(namespace: str, *,
                 [sys.executable, "-m", "cronlet.cli", "operator", "--metrics-port", str(port),
                  "--namespace", namespace], env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 60
-            while not _ready(port):
-                if operator.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the operator did not become ready")
-                time.sleep(0.5)
+            running = operator
+
+            def ready() -> bool:
+                if running.poll() is not None:
+                    raise SystemExit(f"the operator exited with {running.returncode}")
+                return _ready(port)
+
+            wait_until(ready, 60, "the operator's /readyz")
             yield Bench(api=config.new_client_from_config(str(cp.kubeconfig)), operator=operator,
                         metrics_port=port)
         finally:
@@ -61,6 +64,15 @@ def operator_on_local_cluster(namespace: str, *,
                 operator.terminate()
                 operator.wait(30)
             fake.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every half second; exit the benchmark with ``what`` if it stays false."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.5)
 
 
 def _ready(port: int) -> bool:

@@ -18,7 +18,7 @@ k8s_version() { sed -n 's|^[[:space:]]*k8s.io/kubernetes v\([0-9.]*\).*|\1|p' "$
 # group -> "binary=package ..." ; the ldflags make `kubectl version` report the real version.
 pkgs() {
   case $1 in
-    k8s) echo "kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl" ;;
+    k8s) echo "kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl kubelet=k8s.io/kubernetes/cmd/kubelet" ;;
     etcd) echo "etcd=go.etcd.io/etcd/server/v3" ;;
     helm) echo "helm=helm.sh/helm/v3/cmd/helm" ;;
     prometheus) echo "prometheus=github.com/prometheus/prometheus/cmd/prometheus promtool=github.com/prometheus/prometheus/cmd/promtool" ;;

@@ -21,8 +21,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 COPY handlers ./handlers
+# Both distributions: the handler side (./handlers: SDK, executor, built-in handlers) and the operator.
 # pip compiles the installed modules to .pyc here, at build time, so nothing is written at runtime.
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ./handlers .
 
 
 FROM python:3.11-slim

@@ -8,23 +8,25 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/tools
 
-.PHONY: help venv tools lint image-check unit test demo cluster-up cluster-down crd clean
+.PHONY: help venv tools lint format image-check unit test demo cluster-up cluster-down crd clean
 
 help:
 	@echo "make demo          local control plane + CRD + operator + examples/01-minimal, watching runs (Ctrl-C stops)"
-	@echo "make test          ruff, mypy, and the whole test suite on the local control plane"
+	@echo "make test          ruff (lint and format), mypy, layers, and the whole test suite on the local control plane"
 	@echo "make unit          tests that need neither a cluster nor built binaries"
 	@echo "make image-check   lint the Dockerfile and replay its install steps in a fresh venv (no engine needed)"
 	@echo "make tools         build the control plane, helm and promtool from Go modules (only what is missing)"
 	@echo "make cluster-up    start a local control plane in the foreground; cluster-down stops it"
 	@echo "make crd           regenerate the CRD (and the chart's copy) from the models"
+	@echo "make format        apply ruff's formatter and fixes"
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Both distributions, editable: the handler side (handlers/) and the operator (.), which depends on it.
+$(VENV)/.installed: pyproject.toml handlers/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./handlers -e '.[dev]'
 	touch $@
 
 tools:
@@ -32,6 +34,7 @@ tools:
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 # No container engine here: hadolint, our Dockerfile policy, and the image's pip install replayed in a venv.
@@ -56,8 +59,12 @@ cluster-down: venv
 	$(BIN)/python -m localkube down
 
 crd: venv
-	$(BIN)/python -m cronlet.crdgen > crds/scheduledtasks.cronlet.dev.yaml
+	$(BIN)/cronlet crd > crds/scheduledtasks.cronlet.dev.yaml
 	cp crds/scheduledtasks.cronlet.dev.yaml charts/cronlet/files/scheduledtasks.cronlet.dev.yaml
 
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache handlers/build

@@ -126,7 +126,9 @@ def kubectl(cluster: LocalCluster) -> Kubectl:
 def namespace(kube: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace named after the test; deleted afterwards without waiting for it to go."""
     base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    with helpers.throwaway_namespace(kube, f"t-{base}-{secrets.token_hex(3)}", {"localkube.dev/test": "true"}) as name:
+    with helpers.throwaway_namespace(
+        kube, f"t-{base}-{secrets.token_hex(3)}", {"localkube.dev/test": "true"}
+    ) as name:
         yield name
 
 

@@ -66,8 +66,8 @@ def kubectl(
 
 
 def operator_metrics() -> set[str]:
-    """Series names the operator exports (cronlet.metrics), as PromQL sees them."""
-    from cronlet.metrics import Metrics
+    """Series names the operator exports (cronlet._controller.metrics), as PromQL sees them."""
+    from cronlet._controller.metrics import Metrics
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     return {

@@ -53,9 +53,18 @@ def main() -> None:
         for count in steps:
             started = time.monotonic()
             for i in range(made, count):
-                custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, {
-                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledTask", "metadata": {"name": f"t-{i}"},
-                    "spec": {"schedule": "@yearly", "handler": "echo", "parameters": {"pad": "x" * 1024}}})
+                custom.create_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    NS,
+                    PLURAL,
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "ScheduledTask",
+                        "metadata": {"name": f"t-{i}"},
+                        "spec": {"schedule": "@yearly", "handler": "echo", "parameters": {"pad": "x" * 1024}},
+                    },
+                )
             made = count
 
             def all_reconciled(n: int = made) -> bool:
@@ -67,16 +76,24 @@ def main() -> None:
             record(f"{count} tasks at rest", count)
         running = min(args.running, made)
         for i in range(running):
-            custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, f"t-{i}", {
-                "spec": {"schedule": "*/10 * * * * *", "successfulJobsHistoryLimit": 1}})
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                NS,
+                PLURAL,
+                f"t-{i}",
+                {"spec": {"schedule": "*/10 * * * * *", "successfulJobsHistoryLimit": 1}},
+            )
         time.sleep(args.minutes * 60)
         record(f"{made} tasks, {running} running every 10 s", made)
         _, _, base_rss, _, base_cpu = rows[0]
         print(f"\n  {'figure':<36} RSS MiB  peak MiB  RSS / idle  KiB per task  CPU s since idle")
         for label, tasks, rss, hwm, cpu in rows:
             per_task = f"{(rss - base_rss) / tasks:12.1f}" if tasks else f"{'-':>12}"
-            print(f"  {label:<36} {rss / 1024:7.1f} {hwm / 1024:9.1f} {rss / base_rss:11.2f} {per_task} "
-                  f"{cpu - base_cpu:17.1f}")
+            print(
+                f"  {label:<36} {rss / 1024:7.1f} {hwm / 1024:9.1f} {rss / base_rss:11.2f} {per_task} "
+                f"{cpu - base_cpu:17.1f}"
+            )
 
 
 if __name__ == "__main__":

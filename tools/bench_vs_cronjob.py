@@ -36,8 +36,10 @@ def _summary(lags: list[float]) -> str:
     if not lags:
         return "no Jobs"
     q = statistics.quantiles(lags, n=100) if len(lags) > 1 else [lags[0]] * 99
-    return (f"n={len(lags):4d}  p50={statistics.median(lags) * 1000:8.1f} ms  p90={q[89] * 1000:8.1f} ms  "
-            f"p99={q[98] * 1000:8.1f} ms  max={max(lags) * 1000:8.1f} ms")
+    return (
+        f"n={len(lags):4d}  p50={statistics.median(lags) * 1000:8.1f} ms  p90={q[89] * 1000:8.1f} ms  "
+        f"p99={q[98] * 1000:8.1f} ms  max={max(lags) * 1000:8.1f} ms"
+    )
 
 
 def main() -> None:
@@ -82,8 +84,11 @@ def main() -> None:
             for i in range(args.tasks):
                 create(i)
             first = (int(time.time()) // 60 + 1) * 60
-            print(f"{which}: {args.tasks} objects; measuring the due times from "
-                  f"{datetime.fromtimestamp(first + 60, UTC):%H:%M:%S} for {args.minutes} min ...", flush=True)
+            print(
+                f"{which}: {args.tasks} objects; measuring the due times from "
+                f"{datetime.fromtimestamp(first + 60, UTC):%H:%M:%S} for {args.minutes} min ...",
+                flush=True,
+            )
             time.sleep(max(0.0, first + 30 - time.time()))
             seen[which].clear()
             time.sleep(max(0.0, first + 60 * args.minutes + 20 - time.time()))
@@ -91,20 +96,53 @@ def main() -> None:
                 delete(i)
 
         # One after the other, so that neither slows the other down on a small machine.
-        measure("CronJob controller", lambda i: batch.create_namespaced_cron_job(NS, {
-            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": f"cj-{i}"},
-            "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Forbid",
-                     "successfulJobsHistoryLimit": 1, "failedJobsHistoryLimit": 1,
-                     "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
-                         "restartPolicy": "Never",
-                         "containers": [{"name": "main", "image": "x", "command": ["true"]}]}}}}}}),
-            lambda i: batch.delete_namespaced_cron_job(f"cj-{i}", NS))
-        measure("Cronlet", lambda i: custom.create_namespaced_custom_object(
-            "cronlet.dev", "v1alpha1", NS, "scheduledtasks", {
-                "apiVersion": "cronlet.dev/v1alpha1", "kind": "ScheduledTask", "metadata": {"name": f"st-{i}"},
-                "spec": {"schedule": "0 * * * * *", "handler": "echo", "successfulJobsHistoryLimit": 1}}),
-            lambda i: custom.delete_namespaced_custom_object("cronlet.dev", "v1alpha1", NS, "scheduledtasks",
-                                                             f"st-{i}"))
+        measure(
+            "CronJob controller",
+            lambda i: batch.create_namespaced_cron_job(
+                NS,
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "metadata": {"name": f"cj-{i}"},
+                    "spec": {
+                        "schedule": "* * * * *",
+                        "concurrencyPolicy": "Forbid",
+                        "successfulJobsHistoryLimit": 1,
+                        "failedJobsHistoryLimit": 1,
+                        "jobTemplate": {
+                            "spec": {
+                                "backoffLimit": 0,
+                                "template": {
+                                    "spec": {
+                                        "restartPolicy": "Never",
+                                        "containers": [{"name": "main", "image": "x", "command": ["true"]}],
+                                    }
+                                },
+                            }
+                        },
+                    },
+                },
+            ),
+            lambda i: batch.delete_namespaced_cron_job(f"cj-{i}", NS),
+        )
+        measure(
+            "Cronlet",
+            lambda i: custom.create_namespaced_custom_object(
+                "cronlet.dev",
+                "v1alpha1",
+                NS,
+                "scheduledtasks",
+                {
+                    "apiVersion": "cronlet.dev/v1alpha1",
+                    "kind": "ScheduledTask",
+                    "metadata": {"name": f"st-{i}"},
+                    "spec": {"schedule": "0 * * * * *", "handler": "echo", "successfulJobsHistoryLimit": 1},
+                },
+            ),
+            lambda i: custom.delete_namespaced_custom_object(
+                "cronlet.dev", "v1alpha1", NS, "scheduledtasks", f"st-{i}"
+            ),
+        )
         stop.set()
         cpu1, (_, peak) = cpu_seconds(op.pid), memory_kib(op.pid)
         print("\ncreation lag: watch saw the Job - its due time")
@@ -112,8 +150,10 @@ def main() -> None:
             print(f"  {name:20} {_summary(lags)}")
         a, b = seen["Cronlet"], seen["CronJob controller"]
         if a and b:
-            print(f"\nCronlet p50 / CronJob p50 = {statistics.median(a) / statistics.median(b):.3f}; "
-                  f"max / max = {max(a) / max(b):.3f}")
+            print(
+                f"\nCronlet p50 / CronJob p50 = {statistics.median(a) / statistics.median(b):.3f}; "
+                f"max / max = {max(a) / max(b):.3f}"
+            )
         print(f"cronlet operator: {cpu1 - cpu0:.1f} s CPU over the run, peak RSS {peak / 1024:.0f} MiB")
 
 

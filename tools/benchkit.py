@@ -29,26 +29,42 @@ class Bench:
 
 
 @contextlib.contextmanager
-def operator_on_local_cluster(namespace: str, *,
-                              controllers: Sequence[str] = cluster.CONTROLLERS) -> Iterator[Bench]:
+def operator_on_local_cluster(
+    namespace: str, *, controllers: Sequence[str] = cluster.CONTROLLERS
+) -> Iterator[Bench]:
     """A local control plane with a fake kubelet in simulate mode, the CRD, ``namespace``, and a ready
     `cronlet operator` watching that namespace. Everything is stopped on exit."""
     with cluster.Cluster(controllers=controllers) as cp:
-        fake = kubelet.FakeKubelet(credentials=cp.credentials, work_dir=cp.dir / "kubelet",
-                                   mode=kubelet.Mode.SIMULATE)
+        fake = kubelet.FakeKubelet(
+            credentials=cp.credentials, work_dir=cp.dir / "kubelet", mode=kubelet.Mode.SIMULATE
+        )
         fake.start()
         operator = None
         try:
             kubectl = [str(binaries.find("kubectl")), "--kubeconfig", str(cp.kubeconfig)]
             subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
-            subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/scheduledtasks.cronlet.dev"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [*kubectl, "wait", "--for=condition=Established", "crd/scheduledtasks.cronlet.dev"],
+                check=True,
+                capture_output=True,
+            )
             subprocess.run([*kubectl, "create", "namespace", namespace], check=True, capture_output=True)
             port = free_port()
             operator = subprocess.Popen(
-                [sys.executable, "-m", "cronlet.cli", "operator", "--metrics-port", str(port),
-                 "--namespace", namespace], env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)},
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-m",
+                    "cronlet._cli.operator",
+                    "operator",
+                    "--metrics-port",
+                    str(port),
+                    "--namespace",
+                    namespace,
+                ],
+                env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             running = operator
 
             def ready() -> bool:
@@ -57,8 +73,9 @@ def operator_on_local_cluster(namespace: str, *,
                 return _ready(port)
 
             wait_until(ready, 60, "the operator's /readyz")
-            yield Bench(api=config.new_client_from_config(str(cp.kubeconfig)), operator=operator,
-                        metrics_port=port)
+            yield Bench(
+                api=config.new_client_from_config(str(cp.kubeconfig)), operator=operator, metrics_port=port
+            )
         finally:
             if operator is not None:
                 operator.terminate()
@@ -91,5 +108,7 @@ def cpu_seconds(pid: int) -> float:
 
 def memory_kib(pid: int) -> tuple[int, int]:
     """Resident and peak resident memory of a process, in KiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])

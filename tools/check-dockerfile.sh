@@ -64,12 +64,12 @@ if [ $replay = 1 ]; then
     fail "replay: build context (a COPY source is missing)"
   elif ! "$python" -m venv "$tmp/venv"; then
     fail "replay: python -m venv"
-  elif ! "$tmp/venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "$tmp/context" \
-      >"$tmp/pip.log" 2>&1; then
+  elif ! (cd "$tmp/context" && "$tmp/venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check \
+      ./handlers . >"$tmp/pip.log" 2>&1); then
     tail -20 "$tmp/pip.log"
-    fail "replay: pip install --no-cache-dir . (as the builder stage)"
+    fail "replay: pip install --no-cache-dir ./handlers . (as the builder stage)"
   else
-    pass "replay: pip install --no-cache-dir . into a fresh venv"
+    pass "replay: pip install --no-cache-dir ./handlers . into a fresh venv"
     # The image's runtime environment: no bytecode writes, a HOME nobody can write to.
     run() { env -i PATH="$tmp/venv/bin:/usr/bin:/bin" PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
       HOME=/nonexistent "$@"; }
@@ -88,6 +88,27 @@ if [ $replay = 1 ]; then
     check "kubectl-cronlet --help" "$tmp/venv/bin/kubectl-cronlet" --help
     check "handler SDK importable (cronlet.sdk)" \
       "$tmp/venv/bin/python" -c 'from cronlet.sdk import TaskContext, TaskHandler, TaskResult'
+    # The handler side on its own, as a handler author's image installs it: no operator dependencies.
+    if ! "$python" -m venv "$tmp/handlers-venv" || ! (cd "$tmp/context" && "$tmp/handlers-venv/bin/pip" install \
+        --quiet --no-cache-dir --disable-pip-version-check ./handlers >"$tmp/pip-handlers.log" 2>&1); then
+      tail -20 "$tmp/pip-handlers.log"
+      fail "handler distribution: pip install ./handlers into a fresh venv"
+    else
+      installed=$("$tmp/handlers-venv/bin/pip" list --format=freeze 2>/dev/null | cut -d= -f1 | tr 'A-Z' 'a-z')
+      if echo "$installed" | grep -qxE 'kopf|kubernetes'; then
+        fail "handler distribution: installs neither kopf nor kubernetes (found: $(echo "$installed" | grep -xE 'kopf|kubernetes' | tr '\n' ' '))"
+      else
+        pass "handler distribution: installs neither kopf nor kubernetes ($(echo "$installed" | tr '\n' ' '))"
+      fi
+      out=$(cd "$tmp" && env -i PATH="$tmp/handlers-venv/bin:/usr/bin:/bin" HOME=/nonexistent CRONLET_HANDLER=echo \
+        CRONLET_TASK=t CRONLET_NAMESPACE=ns CRONLET_PARAMETERS='{"k":1}' CRONLET_TERMINATION_LOG="$tmp/result.json" \
+        "$tmp/handlers-venv/bin/cronlet-execute" 2>&1) && grep -q '"success":true' "$tmp/result.json" \
+        && pass "handler distribution: cronlet-execute runs the echo handler" \
+        || { echo "$out" | tail -5; fail "handler distribution: cronlet-execute runs the echo handler"; }
+      size() { du -sk "$1"/lib/python*/site-packages | cut -f1; }
+      echo "note: installed sizes (site-packages): handler side only $(( $(size "$tmp/handlers-venv") / 1024 )) MiB," \
+        "operator with handler side $(( $(size "$tmp/venv") / 1024 )) MiB"
+    fi
   fi
 else
   skip "replay (--no-replay)"

@@ -33,7 +33,6 @@ import urllib.request
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import cronlet
 import pydantic
 import tenacity
 from cronlet import sdk
@@ -129,8 +128,9 @@ class HttpHandler(sdk.TaskHandler):
         def before_sleep(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome is not None else None
             wait = state.next_action.sleep if state.next_action is not None else 0.0
-            context.logger.warning("%s: try %d failed (%s), trying again in %.1fs",
-                                   target, state.attempt_number, error, wait)
+            context.logger.warning(
+                "%s: try %d failed (%s), trying again in %.1fs", target, state.attempt_number, error, wait
+            )
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(parameters.retries + 1),
@@ -164,7 +164,7 @@ def _build_request(parameters: HttpParameters) -> urllib.request.Request:
     if data is not None and "content-type" not in names:
         headers["Content-Type"] = content_type
     if "user-agent" not in names:
-        headers["User-Agent"] = f"cronlet/{cronlet.__version__}"
+        headers["User-Agent"] = f"cronlet/{sdk.__version__}"
     return urllib.request.Request(parameters.url, data=data, headers=headers, method=parameters.method)
 
 

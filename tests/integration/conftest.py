@@ -22,16 +22,40 @@ def cluster_bin() -> Path:
 @pytest.fixture(scope="session")
 def crd(kubeconfig: str, cluster_bin: Path) -> str:
     path = ROOT / "crds" / "scheduledtasks.cronlet.dev.yaml"
-    subprocess.run([str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig, "apply", "--server-side",
-                    "--force-conflicts", "-f", str(path)], check=True, capture_output=True)
-    subprocess.run([str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig, "wait", "--for=condition=Established",
-                    "crd/scheduledtasks.cronlet.dev", "--timeout=60s"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(cluster_bin / "kubectl"),
+            "--kubeconfig",
+            kubeconfig,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            str(cluster_bin / "kubectl"),
+            "--kubeconfig",
+            kubeconfig,
+            "wait",
+            "--for=condition=Established",
+            "crd/scheduledtasks.cronlet.dev",
+            "--timeout=60s",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(path)
 
 
 @pytest.fixture(scope="session")
-def operator_process(kubeconfig: str, crd: str, tmp_path_factory: pytest.TempPathFactory
-                     ) -> Iterator[OperatorProcess]:
+def operator_process(
+    kubeconfig: str, crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     op = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator"))
     op.start()
     yield op

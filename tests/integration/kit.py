@@ -50,15 +50,30 @@ class OperatorProcess:
         log.write(f"\n===== start #{self.starts} at {datetime.now(UTC).isoformat()} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cronlet.cli", "operator", "--metrics-port", str(self.port),
-             "--executor-image", "cronlet:test", *self.extra_args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "cronlet._cli.operator",
+                "operator",
+                "--metrics-port",
+                str(self.port),
+                "--executor-image",
+                "cronlet:test",
+                *self.extra_args,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         wait_for(self._ready, timeout=60, message=lambda: f"operator not ready; log:\n{self.log_tail()}")
 
     def _ready(self) -> bool:
         if not self.running:
-            raise AssertionError(f"operator exited with {self.proc and self.proc.returncode}:\n{self.log_tail()}")
+            raise AssertionError(
+                f"operator exited with {self.proc and self.proc.returncode}:\n{self.log_tail()}"
+            )
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
                 return bool(r.status == 200)
@@ -95,7 +110,7 @@ class OperatorProcess:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
-        return text[text.rfind("\n===== start #"):]
+        return text[text.rfind("\n===== start #") :]
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -114,11 +129,20 @@ class Tasks:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
 
-    def create(self, name: str, spec: dict[str, Any], *, annotations: dict[str, str] | None = None,
-               labels: dict[str, str] | None = None) -> dict[str, Any]:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ScheduledTask",
-                "metadata": {"name": name, "annotations": annotations or {}, "labels": labels or {}},
-                "spec": spec}
+    def create(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        *,
+        annotations: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ScheduledTask",
+            "metadata": {"name": name, "annotations": annotations or {}, "labels": labels or {}},
+            "spec": spec,
+        }
         return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body))
 
     def get(self, name: str) -> dict[str, Any]:
@@ -131,8 +155,9 @@ class Tasks:
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, {"spec": spec})
 
     def annotate(self, name: str, annotations: dict[str, str]) -> None:
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name,
-                                                   {"metadata": {"annotations": annotations}})
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, PLURAL, name, {"metadata": {"annotations": annotations}}
+        )
 
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
@@ -144,8 +169,12 @@ class Tasks:
     def settle(self, name: str) -> dict[str, Any]:
         """Suspend the task and wait until nothing runs, so its status and its Jobs can be compared at rest."""
         self.patch_spec(name, {"suspend": True})
-        return self.wait_status(name, lambda s: s.get("phase") == "Suspended" and not s.get("active"), timeout=30,
-                                what="suspended with no active run")
+        return self.wait_status(
+            name,
+            lambda s: s.get("phase") == "Suspended" and not s.get("active"),
+            timeout=30,
+            what="suspended with no active run",
+        )
 
     def events(self, name: str) -> list[Any]:
         items = self.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
@@ -164,12 +193,24 @@ class Tasks:
             found = [e for e in self.events(name) if (e.type, e.reason) == (type_, reason)]
             return bool(found)
 
-        wait_for(check, timeout=timeout, message=lambda: f"{name}: no {type_} Event {reason}; events: "
-                 f"{[(e.type, e.reason) for e in self.events(name)]}")
+        wait_for(
+            check,
+            timeout=timeout,
+            message=lambda: (
+                f"{name}: no {type_} Event {reason}; events: "
+                f"{[(e.type, e.reason) for e in self.events(name)]}"
+            ),
+        )
         return found
 
-    def wait_status(self, name: str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 60,
-                    what: str = "status") -> dict[str, Any]:
+    def wait_status(
+        self,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        *,
+        timeout: float = 60,
+        what: str = "status",
+    ) -> dict[str, Any]:
         seen: dict[str, Any] = {}
 
         def check() -> bool:

@@ -44,12 +44,19 @@ def http_server() -> Iterator[tuple[str, list[str]]]:
 
 def _apply(docs: list[dict[str, Any]], *, ns: str, kubeconfig: str, kubectl: Path) -> None:
     text = yaml.safe_dump_all(docs)
-    subprocess.run([str(kubectl), "--kubeconfig", kubeconfig, "-n", ns, "apply", "-f", "-"], input=text,
-                   text=True, check=True, capture_output=True)
+    subprocess.run(
+        [str(kubectl), "--kubeconfig", kubeconfig, "-n", ns, "apply", "-f", "-"],
+        input=text,
+        text=True,
+        check=True,
+        capture_output=True,
+    )
 
 
 def _load(folder: str) -> list[dict[str, Any]]:
-    return [d for f in sorted((EXAMPLES / folder).glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    return [
+        d for f in sorted((EXAMPLES / folder).glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d
+    ]
 
 
 def _run_now(doc: dict[str, Any]) -> None:
@@ -60,8 +67,15 @@ def _succeeded(n: int = 1) -> Callable[[dict[str, Any]], bool]:
     return lambda s: s.get("counters", {}).get("succeeded", 0) >= n
 
 
-CHECKED = {"01-minimal", "02-data-processing", "03-http", "04-retries", "05-concurrency", "06-time-zone",
-           "07-run-now"}
+CHECKED = {
+    "01-minimal",
+    "02-data-processing",
+    "03-http",
+    "04-retries",
+    "05-concurrency",
+    "06-time-zone",
+    "07-run-now",
+}
 
 
 def test_every_example_folder_has_a_readme_and_a_test() -> None:
@@ -92,7 +106,9 @@ def test_02_data_processing_with_a_custom_handler(tasks: Tasks, kubeconfig: str,
     assert job.spec.active_deadline_seconds == 900
 
 
-def test_03_http(tasks: Tasks, kubeconfig: str, cluster_bin: Path, http_server: tuple[str, list[str]]) -> None:
+def test_03_http(
+    tasks: Tasks, kubeconfig: str, cluster_bin: Path, http_server: tuple[str, list[str]]
+) -> None:
     url, hits = http_server
     docs = _load("03-http")
     docs[0]["spec"]["parameters"]["url"] = url
@@ -106,8 +122,11 @@ def test_04_retries(tasks: Tasks, kubeconfig: str, cluster_bin: Path) -> None:
     docs = _load("04-retries")
     _run_now(docs[0])
     _apply(docs, ns=tasks.ns, kubeconfig=kubeconfig, kubectl=cluster_bin / "kubectl")
-    st = tasks.wait_status("flaky", lambda s: any(h["outcome"] == "Succeeded" and h["attempts"] == 3
-                                                  for h in s.get("history") or []), timeout=60)
+    st = tasks.wait_status(
+        "flaky",
+        lambda s: any(h["outcome"] == "Succeeded" and h["attempts"] == 3 for h in s.get("history") or []),
+        timeout=60,
+    )
     assert st["counters"]["retries"] >= 2
 
 
@@ -128,7 +147,21 @@ def test_06_time_zone(tasks: Tasks, kubeconfig: str, cluster_bin: Path) -> None:
 def test_07_run_now(tasks: Tasks, kubeconfig: str, cluster_bin: Path) -> None:
     _apply(_load("07-run-now"), ns=tasks.ns, kubeconfig=kubeconfig, kubectl=cluster_bin / "kubectl")
     tasks.wait_status("on-demand", lambda s: s.get("phase") == "Scheduled", timeout=20)
-    subprocess.run([str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig, "-n", tasks.ns, "annotate", "st",
-                    "on-demand", "cronlet.dev/run-now=now-1", "--overwrite"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(cluster_bin / "kubectl"),
+            "--kubeconfig",
+            kubeconfig,
+            "-n",
+            tasks.ns,
+            "annotate",
+            "st",
+            "on-demand",
+            "cronlet.dev/run-now=now-1",
+            "--overwrite",
+        ],
+        check=True,
+        capture_output=True,
+    )
     st = tasks.wait_status("on-demand", _succeeded(), timeout=30)
     assert st["lastRunNowToken"] == "now-1"

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cronlet import manifests, model, plan
+from cronlet._core import manifests, model, naming, views
 from helpers import throwaway_namespace, wait_for
 from kit import GROUP, PLURAL, ROOT, VERSION, OperatorProcess, Tasks, stopped
 from kubernetes import client, config
@@ -61,6 +61,7 @@ def log_message(line: str) -> str:
         return line
     return " ".join(str(value) for key, value in record.items() if key != "time")
 
+
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -85,7 +86,9 @@ def helm(*args: str, kubeconfig: str, home: Path) -> subprocess.CompletedProcess
     }
     argv = [str(binaries.find("helm")), "--kubeconfig", kubeconfig, *args]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
-    assert done.returncode == 0, f"helm {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, (
+        f"helm {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    )
     return done
 
 
@@ -96,13 +99,16 @@ def restrict(kube: client.ApiClient, namespace: str) -> None:
 @pytest.fixture
 def release_namespace(kube: client.ApiClient, namespace: str) -> Iterator[str]:
     """A second fresh namespace for the release itself, restricted from the start."""
-    with throwaway_namespace(kube, f"{namespace[:52]}-rel", {"localkube.dev/test": "true", **RESTRICTED}) as name:
+    with throwaway_namespace(
+        kube, f"{namespace[:52]}-rel", {"localkube.dev/test": "true", **RESTRICTED}
+    ) as name:
         yield name
 
 
 @pytest.fixture
-def installed(kube: client.ApiClient, kubeconfig: str, crd: str, namespace: str, release_namespace: str,
-              tmp_path: Path) -> Iterator[Install]:
+def installed(
+    kube: client.ApiClient, kubeconfig: str, crd: str, namespace: str, release_namespace: str, tmp_path: Path
+) -> Iterator[Install]:
     """``helm install`` into the restricted release namespace, handling ScheduledTasks in ``namespace`` only."""
     restrict(kube, namespace)
     values = {
@@ -115,28 +121,47 @@ def installed(kube: client.ApiClient, kubeconfig: str, crd: str, namespace: str,
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     home = tmp_path / "helm"
-    done = helm("install", RELEASE, str(CHART), "--namespace", release_namespace, "--values", str(values_file),
-                kubeconfig=kubeconfig, home=home)
-    manifest = helm("get", "manifest", RELEASE, "--namespace", release_namespace, kubeconfig=kubeconfig,
-                    home=home).stdout
-    yield Install(release_namespace=release_namespace, tasks_namespace=namespace, service_account=RELEASE,
-                  manifest=manifest, output=done.stdout + done.stderr)
+    done = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        release_namespace,
+        "--values",
+        str(values_file),
+        kubeconfig=kubeconfig,
+        home=home,
+    )
+    manifest = helm(
+        "get", "manifest", RELEASE, "--namespace", release_namespace, kubeconfig=kubeconfig, home=home
+    ).stdout
+    yield Install(
+        release_namespace=release_namespace,
+        tasks_namespace=namespace,
+        service_account=RELEASE,
+        manifest=manifest,
+        output=done.stdout + done.stderr,
+    )
     helm("uninstall", RELEASE, "--namespace", release_namespace, kubeconfig=kubeconfig, home=home)
 
 
 def deployment_body(kube: client.ApiClient, install: Install) -> dict[str, Any]:
     """The operator Deployment as the API server stored it (defaults applied), as plain JSON."""
     response = client.AppsV1Api(kube).read_namespaced_deployment(
-        RELEASE, install.release_namespace, _preload_content=False)
+        RELEASE, install.release_namespace, _preload_content=False
+    )
     body: dict[str, Any] = json.loads(response.data)
     return body
 
 
 def pod_from_template(template: dict[str, Any], name: str) -> dict[str, Any]:
     """A Pod with a controller's pod template, as the ReplicaSet or Job controller would create it."""
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": dict((template.get("metadata") or {}).get("labels") or {})},
-            "spec": copy.deepcopy(template["spec"])}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": dict((template.get("metadata") or {}).get("labels") or {})},
+        "spec": copy.deepcopy(template["spec"]),
+    }
 
 
 def dry_run_create(kube: client.ApiClient, namespace: str, pod: dict[str, Any]) -> ApiException | None:
@@ -162,16 +187,21 @@ def refusal(error: ApiException | None) -> str:
 
 
 def test_helm_install_creates_every_rendered_object_without_pod_security_warnings(
-        installed: Install, kubectl: Kubectl) -> None:
+    installed: Install, kubectl: Kubectl
+) -> None:
     rendered = [doc for doc in yaml.safe_load_all(installed.manifest) if doc]
     kinds = sorted(doc["kind"] for doc in rendered)
     # Namespaced mode: nothing cluster-wide, and no CRD (crds.install=false).
     assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"], kinds
     # Every template sets its namespace; one that did not would be looked up (and missed) in "default".
     stored = json.loads(kubectl("get", "-f", "-", "-o", "json", stdin=installed.manifest).stdout)
-    found = {(item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]) for item in stored["items"]}
-    expected = {(doc["kind"], doc["metadata"].get("namespace", installed.release_namespace),
-                 doc["metadata"]["name"]) for doc in rendered}
+    found = {
+        (item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]) for item in stored["items"]
+    }
+    expected = {
+        (doc["kind"], doc["metadata"].get("namespace", installed.release_namespace), doc["metadata"]["name"])
+        for doc in rendered
+    }
     assert found == expected
     roles = {ns for kind, ns, _ in found if kind in ("Role", "RoleBinding")}
     assert roles == {installed.tasks_namespace}
@@ -182,7 +212,9 @@ def test_helm_install_creates_every_rendered_object_without_pod_security_warning
     assert pods == []
 
 
-def test_operator_pod_template_is_admitted_under_restricted(installed: Install, kube: client.ApiClient) -> None:
+def test_operator_pod_template_is_admitted_under_restricted(
+    installed: Install, kube: client.ApiClient
+) -> None:
     deployment = deployment_body(kube, installed)
     assert deployment["spec"]["template"]["spec"]["nodeSelector"] == NO_SUCH_NODE
     pod = pod_from_template(deployment["spec"]["template"], "operator-dry-run")
@@ -200,10 +232,14 @@ def _without_the_charts_security_contexts(pod: dict[str, Any]) -> None:
         container.pop("securityContext", None)
 
 
-@pytest.mark.parametrize("spoil", [_privileged, _without_the_charts_security_contexts],
-                         ids=["privileged", "without-the-charts-security-contexts"])
-def test_operator_pod_template_made_unsafe_is_refused(installed: Install, kube: client.ApiClient,
-                                                      spoil: Callable[[dict[str, Any]], None]) -> None:
+@pytest.mark.parametrize(
+    "spoil",
+    [_privileged, _without_the_charts_security_contexts],
+    ids=["privileged", "without-the-charts-security-contexts"],
+)
+def test_operator_pod_template_made_unsafe_is_refused(
+    installed: Install, kube: client.ApiClient, spoil: Callable[[dict[str, Any]], None]
+) -> None:
     """Negative controls: the namespace does enforce, and what passes above passes for the chart's settings."""
     pod = pod_from_template(deployment_body(kube, installed)["spec"]["template"], "unsafe-dry-run")
     spoil(pod)
@@ -212,23 +248,46 @@ def test_operator_pod_template_made_unsafe_is_refused(installed: Install, kube: 
     assert 'violates PodSecurity "restricted:latest"' in refusal(error), refusal(error)
 
 
-@pytest.mark.parametrize("spec", [
-    {},
-    {"podTemplate": {"metadata": {"labels": {"team": "data"}},
-                     "spec": {"containers": [{"name": "executor",
-                                              "env": [{"name": "BATCH", "value": "100"}],
-                                              "resources": {"limits": {"memory": "128Mi"}}}]}}},
-], ids=["plain", "with-pod-template"])
-def test_executor_job_pod_is_admitted_under_restricted(kube: client.ApiClient, namespace: str,
-                                                       spec: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {
+            "podTemplate": {
+                "metadata": {"labels": {"team": "data"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "executor",
+                            "env": [{"name": "BATCH", "value": "100"}],
+                            "resources": {"limits": {"memory": "128Mi"}},
+                        }
+                    ]
+                },
+            }
+        },
+    ],
+    ids=["plain", "with-pod-template"],
+)
+def test_executor_job_pod_is_admitted_under_restricted(
+    kube: client.ApiClient, namespace: str, spec: dict[str, Any]
+) -> None:
     restrict(kube, namespace)
     due = datetime.now(UTC).replace(microsecond=0)
     job = manifests.build_job(
-        task=plan.TaskView(namespace=namespace, name="nightly", uid="00000000-0000-0000-0000-000000000001",
-                           generation=1, created=due, spec={}, status=model.TaskStatus()),
+        task=views.TaskView(
+            namespace=namespace,
+            name="nightly",
+            uid="00000000-0000-0000-0000-000000000001",
+            generation=1,
+            created=due,
+            spec={},
+            status=model.TaskStatus(),
+        ),
         spec=model.TaskSpec.model_validate({"schedule": "@daily", "handler": "echo", **spec}),
-        run=plan.JobToCreate(run_id=plan.scheduled_run_id(due), attempt=1, scheduled_time=due),
-        image="registry.invalid/cronlet:test")
+        run=views.JobToCreate(run_id=naming.scheduled_run_id(due), attempt=1, scheduled_time=due),
+        image="registry.invalid/cronlet:test",
+    )
     error = dry_run_create(kube, namespace, pod_from_template(job["spec"]["template"], "executor-dry-run"))
     assert error is None, refusal(error)
 
@@ -241,27 +300,52 @@ def token_kubeconfig(*, admin_kubeconfig: str, install: Install, kubectl: Kubect
 
     Returned once the token may list tasks and Jobs: RBAC learns of the chart's new bindings through a watch.
     """
-    token = kubectl("create", "token", install.service_account, "-n", install.release_namespace,
-                    "--duration=1h").stdout.strip()
+    token = kubectl(
+        "create", "token", install.service_account, "-n", install.release_namespace, "--duration=1h"
+    ).stdout.strip()
     admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
     context = next(c["context"] for c in admin["contexts"] if c["name"] == admin["current-context"])
     cluster = next(c["cluster"] for c in admin["clusters"] if c["name"] == context["cluster"])
     ca = cluster["certificate-authority-data"]
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": cluster["server"], "certificate-authority-data": ca}}],
-        "users": [{"name": install.service_account, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": install.service_account,
-                                                      "namespace": install.tasks_namespace}}],
-        "current-context": "operator",
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {"server": cluster["server"], "certificate-authority-data": ca},
+                    }
+                ],
+                "users": [{"name": install.service_account, "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "operator",
+                        "context": {
+                            "cluster": "local",
+                            "user": install.service_account,
+                            "namespace": install.tasks_namespace,
+                        },
+                    }
+                ],
+                "current-context": "operator",
+            }
+        )
+    )
     path.chmod(0o600)
     api = config.new_client_from_config(config_file=str(path))
     try:
         custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
-        wait_for(lambda: custom.list_namespaced_custom_object(GROUP, VERSION, install.tasks_namespace, PLURAL)
-                 and batch.list_namespaced_job(install.tasks_namespace), timeout=30, ignore=(ApiException,),
-                 message="the chart's ServiceAccount may list tasks and Jobs")
+        wait_for(
+            lambda: (
+                custom.list_namespaced_custom_object(GROUP, VERSION, install.tasks_namespace, PLURAL)
+                and batch.list_namespaced_job(install.tasks_namespace)
+            ),
+            timeout=30,
+            ignore=(ApiException,),
+            message="the chart's ServiceAccount may list tasks and Jobs",
+        )
     finally:
         api.close()
     return str(path)
@@ -269,10 +353,16 @@ def token_kubeconfig(*, admin_kubeconfig: str, install: Install, kubectl: Kubect
 
 def operator_environment(kube: client.ApiClient, install: Install) -> dict[str, str]:
     """The CRONLET_* settings the chart gives the operator container (the port is OperatorProcess's)."""
-    container = next(c for c in deployment_body(kube, install)["spec"]["template"]["spec"]["containers"]
-                     if c["name"] == "operator")
-    return {e["name"]: e["value"] for e in container["env"]
-            if e["name"].startswith("CRONLET_") and "value" in e and e["name"] != "CRONLET_METRICS_PORT"}
+    container = next(
+        c
+        for c in deployment_body(kube, install)["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "operator"
+    )
+    return {
+        e["name"]: e["value"]
+        for e in container["env"]
+        if e["name"].startswith("CRONLET_") and "value" in e and e["name"] != "CRONLET_METRICS_PORT"
+    }
 
 
 def invalid_schedule_count(tasks: Tasks, name: str) -> int:
@@ -280,19 +370,29 @@ def invalid_schedule_count(tasks: Tasks, name: str) -> int:
 
 
 def api_errors(metrics_text: str) -> list[str]:
-    return [line for line in metrics_text.splitlines()
-            if line.startswith("cronlet_api_errors_total{") and float(line.rsplit(" ", 1)[1]) > 0]
+    return [
+        line
+        for line in metrics_text.splitlines()
+        if line.startswith("cronlet_api_errors_total{") and float(line.rsplit(" ", 1)[1]) > 0
+    ]
 
 
 def test_operator_runs_tasks_with_only_the_charts_service_account(
-        installed: Install, kube: client.ApiClient, kubeconfig: str, kubectl: Kubectl,
-        operator_process: OperatorProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    installed: Install,
+    kube: client.ApiClient,
+    kubeconfig: str,
+    kubectl: Kubectl,
+    operator_process: OperatorProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     # The operator as the chart configures it (its CRONLET_* environment, so its namespace list too),
     # with the chart's credentials instead of the admin's.
     environment = operator_environment(kube, installed)
     assert environment["CRONLET_NAMESPACE"] == installed.tasks_namespace
-    sa_kubeconfig = token_kubeconfig(admin_kubeconfig=kubeconfig, install=installed, kubectl=kubectl,
-                                     path=tmp_path / "operator.kubeconfig")
+    sa_kubeconfig = token_kubeconfig(
+        admin_kubeconfig=kubeconfig, install=installed, kubectl=kubectl, path=tmp_path / "operator.kubeconfig"
+    )
     tasks = Tasks(kube, installed.tasks_namespace)
     ns = installed.tasks_namespace
     # The shared operator (admin, all namespaces) would handle these tasks too: it is down meanwhile.
@@ -307,22 +407,37 @@ def test_operator_runs_tasks_with_only_the_charts_service_account(
             # Runs: Jobs created and watched, pods read, status written; executor pods admitted (restricted).
             kubectl("apply", "-n", ns, "-f", str(ROOT / "examples" / "01-minimal" / "task.yaml"))
             # History limit 0: the finished Job is deleted.
-            tasks.create("pruned", {"schedule": "@yearly", "handler": "echo", "successfulJobsHistoryLimit": 0},
-                         annotations={"cronlet.dev/run-now": "once"})
+            tasks.create(
+                "pruned",
+                {"schedule": "@yearly", "handler": "echo", "successfulJobsHistoryLimit": 0},
+                annotations={"cronlet.dev/run-now": "once"},
+            )
             # An Event posted again (same reason and message) is read and its count patched.
             tasks.create("broken", {"schedule": "not a cron", "handler": "echo"})
-            wait_for(lambda: invalid_schedule_count(tasks, "broken") == 1, timeout=30,
-                     message="InvalidSchedule event of broken")
+            wait_for(
+                lambda: invalid_schedule_count(tasks, "broken") == 1,
+                timeout=30,
+                message="InvalidSchedule event of broken",
+            )
             tasks.patch_spec("broken", {"schedule": "@yearly"})
-            tasks.wait_status("broken", lambda s: s.get("phase") == "Scheduled", timeout=30, what="valid again")
+            tasks.wait_status(
+                "broken", lambda s: s.get("phase") == "Scheduled", timeout=30, what="valid again"
+            )
             tasks.patch_spec("broken", {"schedule": "not a cron"})
-            wait_for(lambda: invalid_schedule_count(tasks, "broken") == 2, timeout=30,
-                     message="the repeated InvalidSchedule event counted (a get and a patch of the Event)")
+            wait_for(
+                lambda: invalid_schedule_count(tasks, "broken") == 2,
+                timeout=30,
+                message="the repeated InvalidSchedule event counted (a get and a patch of the Event)",
+            )
 
             tasks.wait_status("pruned", lambda s: s.get("counters", {}).get("succeeded") == 1, timeout=45)
             wait_for(lambda: not tasks.jobs("pruned"), timeout=30, message="pruned's finished Job deleted")
-            status = tasks.wait_status("hello", lambda s: s.get("counters", {}).get("succeeded", 0) >= 2,
-                                       timeout=60, what="two successful runs")
+            status = tasks.wait_status(
+                "hello",
+                lambda s: s.get("counters", {}).get("succeeded", 0) >= 2,
+                timeout=60,
+                what="two successful runs",
+            )
             assert status["counters"]["failed"] == 0, status
 
             log = chart_operator.log_path.read_text(errors="replace")
@@ -336,29 +451,49 @@ def test_operator_runs_tasks_with_only_the_charts_service_account(
 
 
 def test_service_account_is_refused_what_the_operator_does_not_need(
-        installed: Install, kube: client.ApiClient, kubeconfig: str, kubectl: Kubectl, tmp_path: Path) -> None:
+    installed: Install, kube: client.ApiClient, kubeconfig: str, kubectl: Kubectl, tmp_path: Path
+) -> None:
     ns, other = installed.tasks_namespace, installed.release_namespace
     Tasks(kube, ns).create("target", {"schedule": "@yearly", "handler": "echo"})
-    token_api = config.new_client_from_config(config_file=token_kubeconfig(
-        admin_kubeconfig=kubeconfig, install=installed, kubectl=kubectl, path=tmp_path / "token.kubeconfig"))
+    token_api = config.new_client_from_config(
+        config_file=token_kubeconfig(
+            admin_kubeconfig=kubeconfig,
+            install=installed,
+            kubectl=kubectl,
+            path=tmp_path / "token.kubeconfig",
+        )
+    )
     try:
         core, custom = client.CoreV1Api(token_api), client.CustomObjectsApi(token_api)
         # Positive control: the token authenticates and reads what the operator reads.
-        assert [t["metadata"]["name"] for t in custom.list_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL)["items"]] == ["target"]
+        assert [
+            t["metadata"]["name"]
+            for t in custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+        ] == ["target"]
         calls: dict[str, Callable[[], object]] = {
             "list secrets": lambda: core.list_namespaced_secret(ns),
             "read configmaps": lambda: core.list_namespaced_config_map(ns),
             "patch a task's spec": lambda: custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ns, PLURAL, "target", {"spec": {"suspend": True}}),
+                GROUP, VERSION, ns, PLURAL, "target", {"spec": {"suspend": True}}
+            ),
             "patch a task's metadata": lambda: custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ns, PLURAL, "target", {"metadata": {"labels": {"x": "y"}}}),
-            "delete a task": lambda: custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "target"),
-            "create a pod": lambda: core.create_namespaced_pod(ns, {
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sneaky"},
-                "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}),
+                GROUP, VERSION, ns, PLURAL, "target", {"metadata": {"labels": {"x": "y"}}}
+            ),
+            "delete a task": lambda: custom.delete_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, "target"
+            ),
+            "create a pod": lambda: core.create_namespaced_pod(
+                ns,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": "sneaky"},
+                    "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]},
+                },
+            ),
             "list tasks in another namespace": lambda: custom.list_namespaced_custom_object(
-                GROUP, VERSION, other, PLURAL),
+                GROUP, VERSION, other, PLURAL
+            ),
             "list jobs in another namespace": lambda: client.BatchV1Api(token_api).list_namespaced_job(other),
             "list tasks cluster-wide": lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL),
         }

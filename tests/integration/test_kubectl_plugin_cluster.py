@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cronlet import kubectl_plugin, schedule
-from cronlet.model import rfc3339
+from cronlet._cli import kubectl as kubectl_plugin
+from cronlet._common.times import rfc3339
+from cronlet._core import schedule
 from kit import Tasks
 
 pytestmark = pytest.mark.cluster
@@ -28,8 +29,9 @@ def plugin(capsys: pytest.CaptureFixture[str], kubeconfig: str, *argv: str) -> t
     return code, out, err
 
 
-def test_run_history_suspend_resume_next(capsys: pytest.CaptureFixture[str], tasks: Tasks, kubeconfig: str,
-                                         namespace: str) -> None:
+def test_run_history_suspend_resume_next(
+    capsys: pytest.CaptureFixture[str], tasks: Tasks, kubeconfig: str, namespace: str
+) -> None:
     tasks.create("yearly", {"schedule": "@yearly", "handler": "echo", "parameters": {"msg": "by hand"}})
     tasks.wait_status("yearly", lambda s: s.get("phase") == "Scheduled", what="phase Scheduled")
 
@@ -39,8 +41,9 @@ def test_run_history_suspend_resume_next(capsys: pytest.CaptureFixture[str], tas
     token = out.strip().removeprefix("scheduledtask/yearly: run requested (token ").removesuffix(")")
     annotations = tasks.get("yearly")["metadata"]["annotations"]
     assert annotations["cronlet.dev/run-now"] == token
-    status = tasks.wait_status("yearly", lambda s: s.get("counters", {}).get("succeeded") == 1, timeout=90,
-                               what="one successful run")
+    status = tasks.wait_status(
+        "yearly", lambda s: s.get("counters", {}).get("succeeded") == 1, timeout=90, what="one successful run"
+    )
     assert status["lastRunNowToken"] == token
 
     code, out, err = plugin(capsys, kubeconfig, "history", "yearly", "-n", namespace)
@@ -74,8 +77,9 @@ def test_run_history_suspend_resume_next(capsys: pytest.CaptureFixture[str], tas
     assert out.splitlines()[0] == body["status"]["nextRunTime"]
 
 
-def test_next_of_an_interval_task_counts_from_creation(capsys: pytest.CaptureFixture[str], tasks: Tasks,
-                                                       kubeconfig: str, namespace: str) -> None:
+def test_next_of_an_interval_task_counts_from_creation(
+    capsys: pytest.CaptureFixture[str], tasks: Tasks, kubeconfig: str, namespace: str
+) -> None:
     body = tasks.create("rate", {"interval": "1h", "handler": "echo"})
     created = kubectl_plugin.parse_instant(body["metadata"]["creationTimestamp"])
     code, out, err = plugin(capsys, kubeconfig, "next", "rate", "-n", namespace, "-c", "3")
@@ -84,8 +88,9 @@ def test_next_of_an_interval_task_counts_from_creation(capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize("command", [["run"], ["suspend"], ["resume"], ["history"], ["next"]])
-def test_missing_task_exits_1_with_not_found(capsys: pytest.CaptureFixture[str], tasks: Tasks, kubeconfig: str,
-                                             namespace: str, command: list[str]) -> None:
+def test_missing_task_exits_1_with_not_found(
+    capsys: pytest.CaptureFixture[str], tasks: Tasks, kubeconfig: str, namespace: str, command: list[str]
+) -> None:
     code, out, err = plugin(capsys, kubeconfig, *command, "nope", "-n", namespace)
     assert code == 1
     assert out == ""
@@ -99,9 +104,25 @@ def test_kubectl_finds_the_plugin_on_path(tasks: Tasks, kubeconfig: str, namespa
     assert (Path(scripts) / "kubectl-cronlet").exists(), "console script missing: pip install -e . --no-deps"
     tasks.create("daily", {"schedule": "0 6 * * *", "timeZone": "Europe/Berlin", "handler": "echo"})
     env = {**os.environ, "PATH": scripts + os.pathsep + os.environ.get("PATH", "")}
-    done = subprocess.run([str(binaries.find("kubectl")), "cronlet", "next", "daily", "-n", namespace, "-c", "1",
-                           "--kubeconfig", kubeconfig], capture_output=True, text=True, env=env, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [
+            str(binaries.find("kubectl")),
+            "cronlet",
+            "next",
+            "daily",
+            "-n",
+            namespace,
+            "-c",
+            "1",
+            "--kubeconfig",
+            kubeconfig,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     due = kubectl_plugin.parse_instant(done.stdout.strip())
     assert due.astimezone(schedule.load_zone("Europe/Berlin")).strftime("%H:%M") == "06:00"

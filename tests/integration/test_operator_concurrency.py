@@ -15,8 +15,11 @@ SLOW = {"schedule": "*/2 * * * * *", "handler": "sleep", "parameters": {"seconds
 
 def test_forbid_skips_while_a_run_is_unfinished(tasks: Tasks) -> None:
     tasks.create("forbid", {**SLOW, "concurrencyPolicy": "Forbid"})
-    st = tasks.wait_status("forbid", lambda s: "Skipped" in outcomes(s) and s.get("counters", {}).get(
-        "succeeded", 0) >= 1, timeout=40)
+    st = tasks.wait_status(
+        "forbid",
+        lambda s: "Skipped" in outcomes(s) and s.get("counters", {}).get("succeeded", 0) >= 1,
+        timeout=40,
+    )
     assert st["counters"]["skipped"] >= 1
     jobs = tasks.jobs("forbid")
     for earlier, later in itertools.pairwise(jobs):  # never two at once
@@ -37,7 +40,9 @@ def test_replace_stops_the_old_run(tasks: Tasks) -> None:
     assert st["active"][0]["jobName"] != replaced["jobName"]
 
     def old_job_gone() -> bool:
-        return all(j.metadata.name != replaced["jobName"] or j.metadata.deletion_timestamp
-                   for j in tasks.jobs("replace"))
+        return all(
+            j.metadata.name != replaced["jobName"] or j.metadata.deletion_timestamp
+            for j in tasks.jobs("replace")
+        )
 
     wait_for(old_job_gone, timeout=20, message="the replaced Job was not deleted")

@@ -20,9 +20,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "spec", "reason", "text"), CASES, ids=[c[0] for c in CASES])
-def test_invalid_spec_is_reported_once_and_recovers_when_fixed(tasks: Tasks, operator: OperatorProcess,
-                                                               name: str, spec: dict[str, object], reason: str,
-                                                               text: str) -> None:
+def test_invalid_spec_is_reported_once_and_recovers_when_fixed(
+    tasks: Tasks, operator: OperatorProcess, name: str, spec: dict[str, object], reason: str, text: str
+) -> None:
     tasks.create(name, {"handler": "echo", **spec})
     st = tasks.wait_status(name, lambda s: s.get("phase") == "Invalid", timeout=20)
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
@@ -37,10 +37,20 @@ def test_invalid_spec_is_reported_once_and_recovers_when_fixed(tasks: Tasks, ope
     assert _reconciles(operator) - reconciles < 1000
     warnings = tasks.wait_event(name, "Warning", reason)
     assert len(warnings) == 1 and (warnings[0].count or 1) == 1
-    tasks.patch_spec(name, {"schedule": "*/2 * * * * *", "timeZone": "UTC", "handler": "echo",
-                            "parameters": {"blob": None, "ok": True}})  # merge patch: null removes
-    st = tasks.wait_status(name, lambda s: s.get("phase") in ("Scheduled", "Running")
-                           and s.get("counters", {}).get("runs", 0) >= 1, timeout=30)
+    tasks.patch_spec(
+        name,
+        {
+            "schedule": "*/2 * * * * *",
+            "timeZone": "UTC",
+            "handler": "echo",
+            "parameters": {"blob": None, "ok": True},
+        },
+    )  # merge patch: null removes
+    st = tasks.wait_status(
+        name,
+        lambda s: s.get("phase") in ("Scheduled", "Running") and s.get("counters", {}).get("runs", 0) >= 1,
+        timeout=30,
+    )
     assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True"
     assert st["observedGeneration"] == 2
 
@@ -53,7 +63,11 @@ def _reconciles(op: OperatorProcess) -> float:
 API_REJECTED = [
     ("both-schedules", {"schedule": "@daily", "interval": "5m", "handler": "echo"}, "exactly one of"),
     ("no-schedule", {"handler": "echo"}, "exactly one of"),
-    ("bad-policy", {"schedule": "@daily", "handler": "echo", "concurrencyPolicy": "Sometimes"}, "Unsupported value"),
+    (
+        "bad-policy",
+        {"schedule": "@daily", "handler": "echo", "concurrencyPolicy": "Sometimes"},
+        "Unsupported value",
+    ),
     ("bad-interval", {"interval": "5 minutes", "handler": "echo"}, "spec.interval"),
     ("negative-retries", {"schedule": "@daily", "handler": "echo", "maxRetries": -1}, "spec.maxRetries"),
     ("no-handler", {"schedule": "@daily"}, "spec.handler"),
@@ -61,8 +75,9 @@ API_REJECTED = [
 
 
 @pytest.mark.parametrize(("name", "spec", "text"), API_REJECTED, ids=[c[0] for c in API_REJECTED])
-def test_api_server_rejects_what_the_schema_can_check(tasks: Tasks, name: str, spec: dict[str, object],
-                                                      text: str) -> None:
+def test_api_server_rejects_what_the_schema_can_check(
+    tasks: Tasks, name: str, spec: dict[str, object], text: str
+) -> None:
     with pytest.raises(ApiException) as err:
         tasks.create(name, spec)
     assert err.value.status == 422
@@ -71,14 +86,25 @@ def test_api_server_rejects_what_the_schema_can_check(tasks: Tasks, name: str, s
 
 def test_a_job_the_api_server_refuses_sets_ready_false_and_recovers(tasks: Tasks) -> None:
     # The CRD keeps podTemplate free-form; the Job built from it is what the API server validates.
-    tasks.create("bad-template", {"schedule": "*/2 * * * * *", "handler": "echo",
-                                  "podTemplate": {"spec": {"nodeSelector": {"bad key!": "x"}}}})
-    st = tasks.wait_status("bad-template", lambda s: any(
-        c["type"] == "Ready" and c["status"] == "False" for c in s.get("conditions") or []), timeout=30)
+    tasks.create(
+        "bad-template",
+        {
+            "schedule": "*/2 * * * * *",
+            "handler": "echo",
+            "podTemplate": {"spec": {"nodeSelector": {"bad key!": "x"}}},
+        },
+    )
+    st = tasks.wait_status(
+        "bad-template",
+        lambda s: any(c["type"] == "Ready" and c["status"] == "False" for c in s.get("conditions") or []),
+        timeout=30,
+    )
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "JobCreateFailed" and "nodeSelector" in ready["message"]
     assert tasks.jobs("bad-template") == []
     tasks.wait_event("bad-template", "Warning", "JobCreateFailed")
     tasks.patch_spec("bad-template", {"podTemplate": {"spec": {"nodeSelector": {"bad key!": None}}}})
-    st = tasks.wait_status("bad-template", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60)
+    st = tasks.wait_status(
+        "bad-template", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60
+    )
     assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True"

@@ -16,7 +16,9 @@ def test_suspend_stops_new_runs_and_resume_does_not_catch_up(tasks: Tasks) -> No
     tasks.wait_status("pausable", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=30)
     suspended_at = now()
     tasks.patch_spec("pausable", {"suspend": True})
-    st = tasks.wait_status("pausable", lambda s: s.get("phase") == "Suspended" and not s.get("active"), timeout=20)
+    st = tasks.wait_status(
+        "pausable", lambda s: s.get("phase") == "Suspended" and not s.get("active"), timeout=20
+    )
     assert "nextRunTime" not in st
     runs = st["counters"]["runs"]
     time.sleep(5)  # a window in which at least two due times pass; nothing may start in it
@@ -28,8 +30,12 @@ def test_suspend_stops_new_runs_and_resume_does_not_catch_up(tasks: Tasks) -> No
     assert newest >= resumed_at.replace(microsecond=0), "a due time from the suspended window was run"
     # Nor counted as missed. (A pass that is late on a loaded machine may rightly record a Missed run outside
     # the window, so the check is on the window, not on the counter.)
-    in_window = [h for h in st.get("history") or [] if h["outcome"] == "Missed"
-                 and suspended_at.replace(microsecond=0) <= ts(h["scheduledTime"]) <= resumed_at]
+    in_window = [
+        h
+        for h in st.get("history") or []
+        if h["outcome"] == "Missed"
+        and suspended_at.replace(microsecond=0) <= ts(h["scheduledTime"]) <= resumed_at
+    ]
     assert in_window == [], in_window
 
 
@@ -38,8 +44,11 @@ def test_run_now_starts_one_run_per_new_value(tasks: Tasks) -> None:
     tasks.wait_status("manual", lambda s: s.get("phase") == "Scheduled", timeout=20)
     assert tasks.jobs("manual") == []
     tasks.annotate("manual", {"cronlet.dev/run-now": "first"})
-    tasks.wait_status("manual", lambda s: s.get("counters", {}).get("succeeded") == 1
-                      and s.get("lastRunNowToken") == "first", timeout=30)
+    tasks.wait_status(
+        "manual",
+        lambda s: s.get("counters", {}).get("succeeded") == 1 and s.get("lastRunNowToken") == "first",
+        timeout=30,
+    )
     tasks.annotate("manual", {"cronlet.dev/run-now": "second"})
     st = tasks.wait_status("manual", lambda s: s.get("counters", {}).get("succeeded") == 2, timeout=30)
     assert st["lastRunNowToken"] == "second"
@@ -47,8 +56,16 @@ def test_run_now_starts_one_run_per_new_value(tasks: Tasks) -> None:
 
 
 def test_history_limits_trim_status_and_delete_old_jobs(tasks: Tasks) -> None:
-    tasks.create("trimmed", {"schedule": "*/1 * * * * *", "handler": "echo", "historyLimit": 3,
-                             "successfulJobsHistoryLimit": 2, "concurrencyPolicy": "Allow"})
+    tasks.create(
+        "trimmed",
+        {
+            "schedule": "*/1 * * * * *",
+            "handler": "echo",
+            "historyLimit": 3,
+            "successfulJobsHistoryLimit": 2,
+            "concurrencyPolicy": "Allow",
+        },
+    )
     st = tasks.wait_status("trimmed", lambda s: s.get("counters", {}).get("succeeded", 0) >= 6, timeout=40)
     assert len(st["history"]) == 3
     tasks.settle("trimmed")  # with a Job a second, new ones would keep entering the count below
@@ -69,12 +86,17 @@ def test_deleting_a_task_deletes_its_jobs(tasks: Tasks) -> None:
 
 
 def test_failed_phase_recovers_on_the_next_successful_run(tasks: Tasks) -> None:
-    tasks.create("recovers", {"schedule": "@yearly", "handler": "fail", "maxRetries": 0,
-                              "parameters": {"succeedOnAttempt": 99}},
-                 annotations={"cronlet.dev/run-now": "1"})
+    tasks.create(
+        "recovers",
+        {"schedule": "@yearly", "handler": "fail", "maxRetries": 0, "parameters": {"succeedOnAttempt": 99}},
+        annotations={"cronlet.dev/run-now": "1"},
+    )
     tasks.wait_status("recovers", lambda s: s.get("phase") == "Failed", timeout=30)
     tasks.patch_spec("recovers", {"handler": "echo"})
     tasks.annotate("recovers", {"cronlet.dev/run-now": "2"})
-    st = tasks.wait_status("recovers", lambda s: s.get("phase") == "Scheduled"
-                           and s.get("counters", {}).get("succeeded") == 1, timeout=30)
+    st = tasks.wait_status(
+        "recovers",
+        lambda s: s.get("phase") == "Scheduled" and s.get("counters", {}).get("succeeded") == 1,
+        timeout=30,
+    )
     assert outcomes(st)[:2] == ["Succeeded", "Failed"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from cronlet import schedule
-from cronlet.plan import DEADLINE_GRACE
+from cronlet._core import schedule
+from cronlet._core.decision import DEADLINE_GRACE
 from kit import OperatorProcess, Tasks, now, outcomes, sleep_until, stopped, ts
 
 pytestmark = pytest.mark.cluster
@@ -18,9 +18,17 @@ def _dues(tasks: Tasks, name: str) -> list[str]:
 
 def test_sigkill_mid_run_neither_duplicates_nor_loses_a_run(tasks: Tasks, operator: OperatorProcess) -> None:
     every = timedelta(seconds=4)
-    body = tasks.create("survivor", {"schedule": "*/4 * * * * *", "handler": "sleep", "parameters": {"seconds": 2},
-                                     "successfulJobsHistoryLimit": 50, "failedJobsHistoryLimit": 50,
-                                     "historyLimit": 50})
+    body = tasks.create(
+        "survivor",
+        {
+            "schedule": "*/4 * * * * *",
+            "handler": "sleep",
+            "parameters": {"seconds": 2},
+            "successfulJobsHistoryLimit": 50,
+            "failedJobsHistoryLimit": 50,
+            "historyLimit": 50,
+        },
+    )
     tasks.wait_status("survivor", lambda s: s.get("phase") == "Running", timeout=30)
     with stopped(operator, kill=True):
         sleep_until(now() + timedelta(seconds=5))  # the running attempt finishes, a due time passes
@@ -34,7 +42,9 @@ def test_sigkill_mid_run_neither_duplicates_nor_loses_a_run(tasks: Tasks, operat
     # Every due time from the task's creation to the last one handled was started, skipped or recorded missed:
     # none lost. (Missed due times are counted, not listed: one history entry stands for all an outage passed
     # over.)
-    first = schedule.next_after(schedule.compile_cron("*/4 * * * * *"), ts(body["metadata"]["creationTimestamp"]))
+    first = schedule.next_after(
+        schedule.compile_cron("*/4 * * * * *"), ts(body["metadata"]["creationTimestamp"])
+    )
     assert first is not None
     last = ts(st["lastDueTime"])
     due_times = int((last - first) / every) + 1
@@ -42,8 +52,9 @@ def test_sigkill_mid_run_neither_duplicates_nor_loses_a_run(tasks: Tasks, operat
     assert c["runs"] + c["skipped"] + c["missed"] == due_times, (c, dues, st["history"])
 
 
-def test_starting_deadline_turns_runs_missed_while_down_into_missed(tasks: Tasks,
-                                                                   operator: OperatorProcess) -> None:
+def test_starting_deadline_turns_runs_missed_while_down_into_missed(
+    tasks: Tasks, operator: OperatorProcess
+) -> None:
     tasks.create("deadline", {"schedule": "*/3 * * * * *", "handler": "echo", "startingDeadlineSeconds": 1})
     tasks.wait_status("deadline", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=30)
     with stopped(operator):
@@ -60,8 +71,9 @@ def test_starting_deadline_turns_runs_missed_while_down_into_missed(tasks: Tasks
     tasks.wait_event("deadline", "Warning", "MissedSchedule")
 
 
-def test_without_deadline_only_the_most_recent_missed_run_starts(tasks: Tasks,
-                                                                 operator: OperatorProcess) -> None:
+def test_without_deadline_only_the_most_recent_missed_run_starts(
+    tasks: Tasks, operator: OperatorProcess
+) -> None:
     tasks.create("catchup", {"schedule": "*/2 * * * * *", "handler": "echo"})
     tasks.wait_status("catchup", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=30)
     with stopped(operator):
@@ -75,8 +87,12 @@ def test_without_deadline_only_the_most_recent_missed_run_starts(tasks: Tasks,
 
 
 def test_operator_never_writes_spec_or_metadata(tasks: Tasks) -> None:
-    created = tasks.create("gitops", {"schedule": "*/2 * * * * *", "handler": "echo"},
-                           annotations={"team": "platform"}, labels={"app": "billing"})
+    created = tasks.create(
+        "gitops",
+        {"schedule": "*/2 * * * * *", "handler": "echo"},
+        annotations={"team": "platform"},
+        labels={"app": "billing"},
+    )
     tasks.wait_status("gitops", lambda s: s.get("counters", {}).get("succeeded", 0) >= 3, timeout=40)
     body = tasks.get("gitops")
     meta = body["metadata"]
@@ -97,8 +113,11 @@ def test_sigterm_stops_cleanly_and_the_next_start_carries_on(tasks: Tasks, opera
     assert operator.stop(timeout=60) == 0  # in-flight passes may take up to 20 s to finish
     assert "cronlet operator stopped" in operator.log_of_last_start()
     operator.start()
-    tasks.wait_status("steady", lambda s: s.get("counters", {}).get("succeeded", 0)
-                      >= before["counters"]["succeeded"] + 2, timeout=30)
+    tasks.wait_status(
+        "steady",
+        lambda s: s.get("counters", {}).get("succeeded", 0) >= before["counters"]["succeeded"] + 2,
+        timeout=30,
+    )
     after = tasks.settle("steady")  # a run starting between the reads below would make Jobs outnumber runs
     dues = _dues(tasks, "steady")
     assert len(dues) == len(set(dues))

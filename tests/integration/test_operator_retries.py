@@ -16,10 +16,18 @@ def _failed_at(job: object) -> float:
 
 
 def test_failing_handler_is_retried_with_backoff_until_it_succeeds(tasks: Tasks) -> None:
-    tasks.create("flaky", {"schedule": YEARLY, "handler": "fail", "maxRetries": 3, "failedJobsHistoryLimit": 5,
-                           "parameters": {"message": "not yet", "succeedOnAttempt": 3},
-                           "backoff": {"initialDelay": "2s", "multiplier": 3, "jitter": 0}},
-                 annotations={"cronlet.dev/run-now": "go"})
+    tasks.create(
+        "flaky",
+        {
+            "schedule": YEARLY,
+            "handler": "fail",
+            "maxRetries": 3,
+            "failedJobsHistoryLimit": 5,
+            "parameters": {"message": "not yet", "succeedOnAttempt": 3},
+            "backoff": {"initialDelay": "2s", "multiplier": 3, "jitter": 0},
+        },
+        annotations={"cronlet.dev/run-now": "go"},
+    )
     st = tasks.wait_status("flaky", lambda s: s.get("counters", {}).get("succeeded") == 1, timeout=60)
     assert st["history"][0]["attempts"] == 3 and st["counters"]["retries"] == 2
     jobs = sorted(tasks.jobs("flaky"), key=lambda j: int(j.metadata.labels["cronlet.dev/attempt"]))
@@ -36,10 +44,17 @@ def test_failing_handler_is_retried_with_backoff_until_it_succeeds(tasks: Tasks)
 
 
 def test_retries_exhausted_fail_the_run(tasks: Tasks) -> None:
-    tasks.create("doomed", {"schedule": YEARLY, "handler": "fail", "maxRetries": 1,
-                            "parameters": {"message": "database unreachable"},
-                            "backoff": {"initialDelay": "1s", "jitter": 0}},
-                 annotations={"cronlet.dev/run-now": "go"})
+    tasks.create(
+        "doomed",
+        {
+            "schedule": YEARLY,
+            "handler": "fail",
+            "maxRetries": 1,
+            "parameters": {"message": "database unreachable"},
+            "backoff": {"initialDelay": "1s", "jitter": 0},
+        },
+        annotations={"cronlet.dev/run-now": "go"},
+    )
     st = tasks.wait_status("doomed", lambda s: s.get("phase") == "Failed", timeout=45)
     assert outcomes(st) == ["Failed"] and st["history"][0]["attempts"] == 2
     assert "database unreachable" in st["history"][0]["message"]
@@ -51,9 +66,16 @@ def test_retries_exhausted_fail_the_run(tasks: Tasks) -> None:
 
 
 def test_exit_code_2_is_a_permanent_failure(tasks: Tasks) -> None:
-    tasks.create("perm", {"schedule": YEARLY, "handler": "fail", "maxRetries": 3,
-                          "parameters": {"message": "bad input", "retryable": False}},
-                 annotations={"cronlet.dev/run-now": "go"})
+    tasks.create(
+        "perm",
+        {
+            "schedule": YEARLY,
+            "handler": "fail",
+            "maxRetries": 3,
+            "parameters": {"message": "bad input", "retryable": False},
+        },
+        annotations={"cronlet.dev/run-now": "go"},
+    )
     st = tasks.wait_status("perm", lambda s: s.get("phase") == "Failed", timeout=30)
     assert st["history"][0]["attempts"] == 1 and st["counters"]["retries"] == 0
     assert len(tasks.jobs("perm")) == 1
@@ -61,9 +83,17 @@ def test_exit_code_2_is_a_permanent_failure(tasks: Tasks) -> None:
 
 
 def test_timeout_stops_the_attempt_and_counts_as_a_failure(tasks: Tasks) -> None:
-    tasks.create("slowpoke", {"schedule": YEARLY, "handler": "sleep", "parameters": {"seconds": 60},
-                              "timeout": "2s", "maxRetries": 0},
-                 annotations={"cronlet.dev/run-now": "go"})
+    tasks.create(
+        "slowpoke",
+        {
+            "schedule": YEARLY,
+            "handler": "sleep",
+            "parameters": {"seconds": 60},
+            "timeout": "2s",
+            "maxRetries": 0,
+        },
+        annotations={"cronlet.dev/run-now": "go"},
+    )
     st = tasks.wait_status("slowpoke", lambda s: s.get("phase") == "Failed", timeout=40)
     assert "timed out after 2s" in st["history"][0]["message"]
     job = tasks.jobs("slowpoke")[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from cronlet import schedule
+from cronlet._core import schedule
 from helpers import wait_for
 from kit import OperatorProcess, Tasks, ts
 
@@ -61,29 +61,54 @@ def test_time_zone_is_respected(tasks: Tasks) -> None:
 
 def test_kubectl_get_shows_the_contract_columns(tasks: Tasks, kubeconfig: str, cluster_bin: Path) -> None:
     tasks.create("cols", {"schedule": "*/2 * * * * *", "handler": "echo"})
-    tasks.wait_status("cols", lambda s: bool(s.get("lastScheduleTime")) and bool(s.get("history")), timeout=30)
+    tasks.wait_status(
+        "cols", lambda s: bool(s.get("lastScheduleTime")) and bool(s.get("history")), timeout=30
+    )
     kubectl = [str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig, "-n", tasks.ns]
     out = subprocess.run([*kubectl, "get", "st"], check=True, capture_output=True, text=True).stdout
     header, row = out.splitlines()[0].split(), out.splitlines()[1]
     assert header == ["NAME", "SCHEDULE", "SUSPEND", "PHASE", "LAST", "RUN", "NEXT", "RUN", "AGE"]
     assert "*/2 * * * * *" in row and "false" in row
-    wide = subprocess.run([*kubectl, "get", "st", "-o", "wide"], check=True, capture_output=True, text=True).stdout
+    wide = subprocess.run(
+        [*kubectl, "get", "st", "-o", "wide"], check=True, capture_output=True, text=True
+    ).stdout
     assert "HANDLER" in wide and "ATTEMPT" in wide and "LAST RESULT" in wide and "echo" in wide
-    explain = subprocess.run([*kubectl, "explain", "scheduledtask.spec.schedule"], check=True,
-                             capture_output=True, text=True).stdout
+    explain = subprocess.run(
+        [*kubectl, "explain", "scheduledtask.spec.schedule"], check=True, capture_output=True, text=True
+    ).stdout
     assert "seconds first" in " ".join(explain.split())  # kubectl wraps the description
     by_cat = subprocess.run([*kubectl, "get", "cronlet"], check=True, capture_output=True, text=True).stdout
     assert "cols" in by_cat
 
 
-def test_interval_task_shows_its_interval_in_the_schedule_column(tasks: Tasks, kubeconfig: str,
-                                                                 cluster_bin: Path) -> None:
+def test_interval_task_shows_its_interval_in_the_schedule_column(
+    tasks: Tasks, kubeconfig: str, cluster_bin: Path
+) -> None:
     tasks.create("iv", {"interval": "1h", "handler": "echo"})
-    out = subprocess.run([str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig, "-n", tasks.ns, "get", "st",
-                          "iv", "-o", "json"], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            str(cluster_bin / "kubectl"),
+            "--kubeconfig",
+            kubeconfig,
+            "-n",
+            tasks.ns,
+            "get",
+            "st",
+            "iv",
+            "-o",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert json.loads(out)["spec"]["interval"] == "1h"
-    table = subprocess.run([str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig, "-n", tasks.ns, "get",
-                            "st", "iv"], check=True, capture_output=True, text=True).stdout
+    table = subprocess.run(
+        [str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig, "-n", tasks.ns, "get", "st", "iv"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert " 1h " in table
 
 
@@ -92,13 +117,22 @@ def test_metrics_count_what_happened(tasks: Tasks, operator: OperatorProcess) ->
     st = tasks.wait_status("counted", lambda s: s.get("counters", {}).get("succeeded", 0) >= 2, timeout=30)
 
     def succeeded_metric() -> float:
-        line = next(x for x in operator.metrics().splitlines() if x.startswith("cronlet_runs_total{")
-                    and f'namespace="{tasks.ns}"' in x and 'task="counted"' in x and 'outcome="Succeeded"' in x)
+        line = next(
+            x
+            for x in operator.metrics().splitlines()
+            if x.startswith("cronlet_runs_total{")
+            and f'namespace="{tasks.ns}"' in x
+            and 'task="counted"' in x
+            and 'outcome="Succeeded"' in x
+        )
         return float(line.rsplit(" ", 1)[1])
 
     # The counter moves just after the status write that the wait above saw, so give it a moment.
-    wait_for(lambda: succeeded_metric() >= st["counters"]["succeeded"], timeout=10,
-             message=lambda: f"cronlet_runs_total Succeeded {succeeded_metric()} < status {st['counters']}")
+    wait_for(
+        lambda: succeeded_metric() >= st["counters"]["succeeded"],
+        timeout=10,
+        message=lambda: f"cronlet_runs_total Succeeded {succeeded_metric()} < status {st['counters']}",
+    )
     text = operator.metrics()
     assert f'cronlet_schedule_lag_seconds_count{{namespace="{tasks.ns}",task="counted"}}' in text
     assert "cronlet_operator_ready 1.0" in text

@@ -105,15 +105,25 @@ def dashboard_panels() -> list[dict[str, Any]]:
 
 def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title / refId, expr) of every dashboard target."""
-    return [(f"{panel['title']} / {target['refId']}", target["expr"])
-            for panel in dashboard_panels() for target in panel["targets"]]
+    return [
+        (f"{panel['title']} / {target['refId']}", target["expr"])
+        for panel in dashboard_panels()
+        for target in panel["targets"]
+    ]
 
 
 def concrete(expr: str, namespace: str) -> str:
     """A dashboard query with Grafana's variables filled in as a user looking at the test namespace would."""
-    for variable, text in (("$__rate_interval", "1m"), ("$__interval", "15s"), ("${namespace}", namespace),
-                           ("$namespace", namespace), ("${task}", ".*"), ("$task", ".*"), ("${job}", JOB),
-                           ("$job", JOB)):
+    for variable, text in (
+        ("$__rate_interval", "1m"),
+        ("$__interval", "15s"),
+        ("${namespace}", namespace),
+        ("$namespace", namespace),
+        ("${task}", ".*"),
+        ("$task", ".*"),
+        ("${job}", JOB),
+        ("$job", JOB),
+    ):
         expr = expr.replace(variable, text)
     assert "$" not in expr, f"a variable is left: {expr}"
     return expr
@@ -121,16 +131,22 @@ def concrete(expr: str, namespace: str) -> str:
 
 def write_config(directory: Path, *, target: str) -> Path:
     path = directory / "prometheus.yml"
-    path.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [{
-            "job_name": JOB,
-            # As the chart's ServiceMonitor (honorLabels: true): the metrics' own `namespace` label stays.
-            "honor_labels": True,
-            "static_configs": [{"targets": [target]}],
-        }],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES)],
+                "scrape_configs": [
+                    {
+                        "job_name": JOB,
+                        # As the chart's ServiceMonitor (honorLabels: true): the metrics' own `namespace` label stays.
+                        "honor_labels": True,
+                        "static_configs": [{"targets": [target]}],
+                    }
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -140,8 +156,11 @@ def scenario(kube: client.ApiClient, operator_process: OperatorProcess) -> Itera
     operator_process.start()  # no-op when running; a test of another module may have stopped it
     core = client.CoreV1Api(kube)
     namespace = f"t-prometheus-{free_port()}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=namespace, labels={"localkube.dev/test": "true"})))
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=namespace, labels={"localkube.dev/test": "true"})
+        )
+    )
     directory = Path(tempfile.mkdtemp(prefix="cronlet-prometheus-"))
     process: subprocess.Popen[bytes] | None = None
     log = directory / "prometheus.log"
@@ -155,14 +174,24 @@ def scenario(kube: client.ApiClient, operator_process: OperatorProcess) -> Itera
         config = write_config(directory, target=f"127.0.0.1:{operator_process.port}")
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [str(binaries.find("prometheus")), f"--config.file={config}",
-                 f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                cwd=directory, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    str(binaries.find("prometheus")),
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                cwd=directory,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         prometheus = Prometheus(f"http://127.0.0.1:{port}")
 
         def ready() -> bool:
             if process is not None and process.poll() is not None:
-                raise AssertionError(f"prometheus exited {process.returncode}:\n{log.read_text(errors='replace')}")
+                raise AssertionError(
+                    f"prometheus exited {process.returncode}:\n{log.read_text(errors='replace')}"
+                )
             try:
                 with urllib.request.urlopen(f"{prometheus.url}/-/ready", timeout=2) as response:
                     return bool(response.status == 200)
@@ -170,13 +199,19 @@ def scenario(kube: client.ApiClient, operator_process: OperatorProcess) -> Itera
                 return False
 
         wait_for(ready, timeout=60, message="Prometheus ready (/-/ready)")
-        wait_for(lambda: [s for s in prometheus.query(f'up{{job="{JOB}"}}') if value(s) == 1], timeout=30,
-                 message="Prometheus scraped the operator (up == 1)")
+        wait_for(
+            lambda: [s for s in prometheus.query(f'up{{job="{JOB}"}}') if value(s) == 1],
+            timeout=30,
+            message="Prometheus scraped the operator (up == 1)",
+        )
         # doomed fails once, by run-now, only after Prometheus has seen its Failed counter at 0: the alert on
         # a task's first failure depends on that (a counter born at 1 has no increase).
         failed = f'cronlet_runs_total{{namespace="{namespace}", task="doomed", outcome="Failed"}}'
-        wait_for(lambda: [s for s in prometheus.query(failed) if value(s) == 0], timeout=30,
-                 message="doomed's Failed counter scraped at 0")
+        wait_for(
+            lambda: [s for s in prometheus.query(failed) if value(s) == 0],
+            timeout=30,
+            message="doomed's Failed counter scraped at 0",
+        )
         tasks.annotate("doomed", {"cronlet.dev/run-now": "now"})
         tasks.wait_status("doomed", lambda s: s.get("phase") == "Failed", timeout=30)
         yield Scenario(prometheus=prometheus, namespace=namespace)
@@ -200,7 +235,9 @@ def scenario(kube: client.ApiClient, operator_process: OperatorProcess) -> Itera
 
 
 def test_rule_groups_are_loaded_and_every_rule_evaluates_healthy(scenario: Scenario) -> None:
-    expected = {group["name"]: sorted(rule["alert"] for rule in group["rules"]) for group in rule_file()["groups"]}
+    expected = {
+        group["name"]: sorted(rule["alert"] for rule in group["rules"]) for group in rule_file()["groups"]
+    }
 
     def loaded() -> dict[str, list[dict[str, Any]]]:
         groups = scenario.prometheus.api("/api/v1/rules", type="alert")["groups"]
@@ -213,8 +250,12 @@ def test_rule_groups_are_loaded_and_every_rule_evaluates_healthy(scenario: Scena
     wait_for(all_evaluated, timeout=30, message="every rule evaluated once")
     groups = loaded()
     assert {name: sorted(rule["name"] for rule in rules) for name, rules in groups.items()} == expected
-    unhealthy = {rule["name"]: (rule["health"], rule.get("lastError")) for rules in groups.values()
-                 for rule in rules if rule["health"] != "ok" or rule.get("lastError")}
+    unhealthy = {
+        rule["name"]: (rule["health"], rule.get("lastError"))
+        for rules in groups.values()
+        for rule in rules
+        if rule["health"] != "ok" or rule.get("lastError")
+    }
     assert not unhealthy
 
 
@@ -229,41 +270,63 @@ def test_operator_down_alert_matches_the_scrape_job_and_stays_silent(scenario: S
     assert len(matchers) == 1, expr
     (matcher,) = matchers
     # One scrape slower than the 1 s timeout on a loaded machine reads up 0 for a second: wait for a good one.
-    wait_for(lambda: [(s["metric"]["job"], value(s)) for s in scenario.prometheus.query(f"up{{{matcher}}}")]
-             == [(JOB, 1.0)], timeout=15, message=lambda: f"up{{{matcher}}} = 1 for the one job {JOB}")
+    wait_for(
+        lambda: (
+            [(s["metric"]["job"], value(s)) for s in scenario.prometheus.query(f"up{{{matcher}}}")]
+            == [(JOB, 1.0)]
+        ),
+        timeout=15,
+        message=lambda: f"up{{{matcher}}} = 1 for the one job {JOB}",
+    )
     wait_for(lambda: scenario.prometheus.query(expr) == [], timeout=15, message=f"{expr} returns nothing")
     # Rules may have been evaluated before the first scrape (absent(up) was true then: pending, for 5m);
     # the next evaluation after it clears that.
-    wait_for(lambda: "CronletOperatorDown" not in {a["labels"]["alertname"] for a in scenario.prometheus.alerts()},
-             timeout=10, message="CronletOperatorDown not active")
+    wait_for(
+        lambda: "CronletOperatorDown" not in {a["labels"]["alertname"] for a in scenario.prometheus.alerts()},
+        timeout=10,
+        message="CronletOperatorDown not active",
+    )
 
 
 def _active(scenario: Scenario, alertname: str) -> dict[str, str]:
     """Task -> state of ``alertname``'s alerts about the test namespace."""
-    return {a["labels"]["task"]: a["state"] for a in scenario.prometheus.alerts()
-            if a["labels"]["alertname"] == alertname and a["labels"].get("namespace") == scenario.namespace}
+    return {
+        a["labels"]["task"]: a["state"]
+        for a in scenario.prometheus.alerts()
+        if a["labels"]["alertname"] == alertname and a["labels"].get("namespace") == scenario.namespace
+    }
 
 
 @pytest.mark.parametrize("alertname", ["CronletRetriesExhausted", "CronletTaskFailingRepeatedly"])
 def test_task_failure_alert_fires_for_a_task_that_keeps_failing(scenario: Scenario, alertname: str) -> None:
-    wait_for(lambda: _active(scenario, alertname).get("flapping") == "firing", timeout=60,
-             message=f"{alertname} firing for flapping")
+    wait_for(
+        lambda: _active(scenario, alertname).get("flapping") == "firing",
+        timeout=60,
+        message=f"{alertname} firing for flapping",
+    )
     assert "ticker" not in _active(scenario, alertname)
 
 
 def test_a_tasks_first_failed_run_fires_retries_exhausted(scenario: Scenario) -> None:
     # The operator creates a task's counters at 0 when it first sees the task (the fixture checks that
     # Prometheus saw 0 before the run), so the first failure is an increase that increase() sees.
-    wait_for(lambda: _active(scenario, "CronletRetriesExhausted").get("doomed") == "firing", timeout=60,
-             message="CronletRetriesExhausted firing for doomed's first (and only) failed run")
+    wait_for(
+        lambda: _active(scenario, "CronletRetriesExhausted").get("doomed") == "firing",
+        timeout=60,
+        message="CronletRetriesExhausted firing for doomed's first (and only) failed run",
+    )
 
 
 # --- The dashboard's queries evaluate, and its core panels show data -------------------------------
 
 
-@pytest.mark.parametrize(("panel", "expr"), dashboard_queries(), ids=[title for title, _ in dashboard_queries()])
+@pytest.mark.parametrize(
+    ("panel", "expr"), dashboard_queries(), ids=[title for title, _ in dashboard_queries()]
+)
 def test_dashboard_query_evaluates(scenario: Scenario, panel: str, expr: str) -> None:
-    scenario.prometheus.query(concrete(expr, scenario.namespace))  # PromQLError on a parse or evaluation error
+    scenario.prometheus.query(
+        concrete(expr, scenario.namespace)
+    )  # PromQLError on a parse or evaluation error
 
 
 def _labels(samples: list[Sample], label: str) -> dict[str, float]:
@@ -284,8 +347,12 @@ CORE_PANELS: dict[str, Callable[[list[Sample]], bool]] = {
 
 @pytest.mark.parametrize("title", sorted(CORE_PANELS))
 def test_core_panel_shows_the_test_namespaces_data(scenario: Scenario, title: str) -> None:
-    targets = [(panel["type"], target["refId"], target["expr"])
-               for panel in dashboard_panels() if panel["title"] == title for target in panel["targets"]]
+    targets = [
+        (panel["type"], target["refId"], target["expr"])
+        for panel in dashboard_panels()
+        if panel["title"] == title
+        for target in panel["targets"]
+    ]
     assert targets, f"no panel titled {title!r}"
     for kind, ref, expr in targets:
         query = concrete(expr, scenario.namespace)

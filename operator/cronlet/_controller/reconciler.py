@@ -1,0 +1,240 @@
+"""Carrying out decisions: a few workers take keys from the work queue, plan, and write.
+
+kopf's watches feed the ``Store`` and touch keys (``runtime``); the ``Timers`` touch keys when a wake-up time
+comes. A worker takes a key, reads the task and its Jobs from the store, asks ``decision.plan`` what to do,
+sends it through ``kube`` (Jobs first, then one status write, then Job deletions, then Events), and sets the
+key's next wake-up from the plan.
+
+A key is handled by one worker at a time (``WorkQueue``), so two decisions about one task never race. The
+store is updated from our own write responses at once, so the next decision never reads an older state than
+the one we wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cronlet._common import times
+from cronlet._controller import kube, messages, workqueue
+from cronlet._controller.metrics import Metrics
+from cronlet._controller.store import Key, Store
+from cronlet._core import decision, manifests, model
+from cronlet._core.views import Event, Plan, TaskView
+
+log = logging.getLogger("cronlet.reconciler")
+Clock = Callable[[], datetime]
+# Seconds before a failed reconcile of one task is tried again: the n-th failure in a row waits the n-th value.
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        kube_api: kube.Kube,
+        image: str,
+        metrics: Metrics,
+        known_handlers: frozenset[str] | None,
+        clock: Clock = utcnow,
+        workers: int = 4,
+    ) -> None:
+        self.kube = kube_api
+        self.image = image
+        self.metrics = metrics
+        self.known_handlers = known_handlers
+        self.clock = clock
+        self.store = Store()
+        self.queue = workqueue.WorkQueue()
+        self.timers = workqueue.Timers()
+        self.messages = messages.MessageCache(self._read_message)
+        self.n_workers = workers
+        self._failures: dict[Key, int] = {}
+        self._loops: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        timer = self.timers.run(clock=self.clock, on_due=self.touch)
+        self._loops = [asyncio.create_task(timer, name="cronlet-timer")]
+        self._loops += [
+            asyncio.create_task(self._worker(), name=f"cronlet-worker-{i}") for i in range(self.n_workers)
+        ]
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """Let in-flight reconciles finish their writes, then stop."""
+        self.queue.closed = True
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.queue.busy and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    # ------------------------------------------------------------------ inputs
+
+    def touch(self, key: Key) -> None:
+        """Something about this task changed: look at it soon."""
+        self.queue.touch(key)
+
+    def touch_all(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            self.touch(key)
+
+    def wake_at(self, key: Key, when: datetime | None) -> None:
+        self.timers.set(key, when)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.reconcile(key)
+                self._failures.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one task's trouble must not stop the others
+                failures = self._failures.get(key, 0)
+                self._failures[key] = failures + 1
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                log.warning("reconcile of %s/%s failed (%s); trying again in %ss", *key, exc, delay)
+                self.wake_at(key, self.clock() + timedelta(seconds=delay))
+            finally:
+                self.queue.done(key)
+
+    # ------------------------------------------------------------------ one task
+
+    async def reconcile(self, key: Key) -> None:
+        body = self.store.tasks.get(key)
+        if body is None:
+            self.wake_at(key, None)
+            self.metrics.forget(key)
+            return
+        self.metrics.reconciles.inc()
+        view = manifests.task_view(body, known_handlers=self.known_handlers)
+        jobs = list(self.store.jobs.get(key, {}).values())
+        found = await self.messages.for_task(view, jobs)
+        now = self.clock()
+        plan = decision.plan(view, jobs, now=now, messages=found)
+        if not await self._create_jobs(key, body, view, plan, now):
+            return
+        if not await self._write_status(key, body, view, plan):
+            return
+        # Jobs are deleted only once the status that no longer needs them is written: deleting first and then
+        # losing the write would make a finished run look like a vanished attempt, and retry it.
+        for name in plan.delete:
+            await self.kube.delete_job(key[0], name)
+            self.store.mark_deleting(key, name)
+        for event in plan.events:
+            await self._event(view, event, now)
+        self.metrics.track(key, plan)
+        self.wake_at(key, plan.wake_at)
+
+    async def _create_jobs(
+        self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan, now: datetime
+    ) -> bool:
+        """Create the plan's Jobs; False when the pass must end here without an error (namespace going away)."""
+        for run in plan.create:
+            assert plan.spec is not None
+            manifest = manifests.build_job(task=view, spec=plan.spec, run=run, image=self.image)
+            name = manifest["metadata"]["name"]
+            try:
+                created = await self.kube.create_job(manifest)
+                lag = max(0.0, (self.clock() - run.scheduled_time).total_seconds())
+                self.metrics.child(self.metrics.lag, *self.metrics.labels(*key)).observe(lag)
+            except kube.AlreadyExists as exists:
+                created = exists.body or {}
+                if created and not manifests.owned_by(created, view.uid):
+                    raise RuntimeError(f"Job {name} exists and is not owned by this task") from None
+            except kube.ApiFailure as exc:
+                if exc.status == 403 and "being terminated" in exc.message:
+                    log.debug("namespace %s is being deleted; not starting runs there", key[0])
+                    return False  # the task goes with its namespace; nothing to retry
+                if 400 <= exc.status < 500 and exc.status not in (409, 429):
+                    # Refused for what the task asks (an invalid podTemplate, a quota, an admission policy):
+                    # say so where users look, then retry with backoff; fixing the spec recovers.
+                    text = f"could not create Job {name}: {exc.message}"
+                    await self._event(view, Event("Warning", "JobCreateFailed", text), now)
+                    await self._mark_not_ready(key, body, view, reason="JobCreateFailed", message=text)
+                raise
+            if created:
+                self.store.put_job(created)
+        return True
+
+    async def _write_status(self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan) -> bool:
+        """The one status write of the pass (only if it changed); False when the task changed meanwhile."""
+        new_status = model.dump(plan.status)
+        old_status = body.get("status") or {}
+        if new_status == old_status:
+            return True
+        patch: dict[str, Any] = dict(new_status)
+        for gone in set(old_status) - set(new_status):
+            patch[gone] = None  # a merge patch removes a field only when told to
+        try:
+            updated = await self.kube.patch_status(
+                key[0], key[1], patch, resource_version=body["metadata"]["resourceVersion"]
+            )
+        except kube.ApiFailure as exc:
+            if exc.status in (404, 409):
+                # Changed (or deleted, or recreated) since we read it: the watch event on its way brings the new
+                # version and another pass; the wake-up is only a safety net. Jobs already created are adopted
+                # by that pass.
+                log.info("task %s/%s changed while reconciling; deciding again", *key)
+                self.wake_at(key, self.clock() + timedelta(seconds=1))
+                return False
+            raise
+        if updated.get("metadata", {}).get("uid") == view.uid:
+            self.store.put_task(updated)
+        self.metrics.record(key, plan)
+        return True
+
+    async def _mark_not_ready(
+        self, key: Key, body: dict[str, Any], view: TaskView, *, reason: str, message: str
+    ) -> None:
+        """Set only the Ready condition to False (the run was not started, so nothing else changes)."""
+        ready = next((c for c in view.status.conditions if c.type == "Ready"), None)
+        if ready is not None and (ready.status, ready.reason, ready.message) == (
+            "False",
+            reason,
+            message[:1024],
+        ):
+            return
+        was_false = ready is not None and ready.status == "False"
+        since = times.parse(ready.last_transition_time) if ready is not None and was_false else self.clock()
+        new = model.Condition(
+            type="Ready",
+            status="False",
+            reason=reason,
+            message=message[:1024],
+            last_transition_time=times.rfc3339(since),
+            observed_generation=view.generation,
+        )
+        conditions = [new, *(c for c in view.status.conditions if c.type != "Ready")]
+        try:
+            updated = await self.kube.patch_status(
+                key[0],
+                key[1],
+                {"conditions": [model.dump(c) for c in conditions]},
+                resource_version=body["metadata"]["resourceVersion"],
+            )
+        except kube.ApiFailure as exc:
+            log.warning("could not mark %s/%s not ready: %s", *key, exc.message)
+            return
+        if updated.get("metadata", {}).get("uid") == view.uid:
+            self.store.put_task(updated)
+
+    async def _read_message(self, namespace: str, job: str) -> tuple[str, int | None]:
+        return await self.kube.attempt_result(namespace, job)
+
+    async def _event(self, view: TaskView, event: Event, now: datetime) -> None:
+        await self.kube.post_event(
+            manifests.build_event(task=view, event=event, now=now, component="cronlet")
+        )

@@ -1,0 +1,163 @@
+"""Wiring: kopf watches feed the scheduler; the process serves metrics and stops cleanly.
+
+kopf is used for what it does well (watching with reconnects, the initial listing barrier, signal handling)
+and nothing else: only index and event handlers are registered, so kopf never writes to a ScheduledTask
+(no finalizers, no annotations, no status fields of its own). All writes go through ``cronlet._controller.kube``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from cronlet._common import handlerref
+from cronlet._controller import health, kube, metrics, reconciler
+from cronlet._core import model
+from kopf._core.engines import peering
+from kubernetes import client, config
+
+log = logging.getLogger("cronlet")
+
+
+@dataclass
+class Options:
+    namespaces: list[str] = field(default_factory=list)
+    executor_image: str = "cronlet:0.1.0"
+    metrics_port: int = 8080
+    log_format: str = "text"
+    per_task_metrics: bool = True
+    workers: int = 8
+
+
+def load_kube_config(*, pool: int = 16) -> client.ApiClient:
+    """In-cluster service account, else KUBECONFIG, else ~/.kube/config (as the contract says)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    cfg = client.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = pool
+    return client.ApiClient(cfg)
+
+
+def identity() -> peering.Identity:
+    """Who this operator process is, without asking the user database.
+
+    kopf's own default calls ``getpass.getuser()``, which raises KeyError for a uid with no passwd entry: the
+    image runs as 65532, which has none, so the operator crash-looped in its own image. The pod name (the
+    hostname in a pod) and the pid say who we are just as well.
+    """
+    return peering.Identity(f"cronlet@{socket.gethostname()}/{os.getpid()}")
+
+
+def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    store = sched.store
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same resolution as our own client: in-cluster service account, else the kubeconfig.
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+        return info
+
+    # Index handlers run for every event *before* kopf lifts its initial-listing barrier, so the store holds
+    # every task and every Job before the first decision is taken: a restart cannot mistake a Job it has not
+    # listed yet for a missing one.
+    @kopf.index(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
+    def tasks_seen(body: Any, **_: Any) -> None:
+        store.put_task(_raw(body))
+
+    @kopf.index("batch", "v1", "jobs", labels={model.TASK_LABEL: kopf.PRESENT}, registry=registry)
+    def jobs_seen(body: Any, **_: Any) -> None:
+        store.put_job(_raw(body))
+
+    @kopf.on.event(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
+    def task_event(type: str | None, body: Any, **_: Any) -> None:
+        state.ready = True
+        sched.metrics.ready.set(1)
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if type == "DELETED":
+            store.drop_task(key)
+        sched.touch(key)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={model.TASK_LABEL: kopf.PRESENT}, registry=registry)
+    def job_event(type: str | None, body: Any, **_: Any) -> None:
+        key = store.drop_job(_raw(body)) if type == "DELETED" else store.put_job(_raw(body))
+        if key is not None:
+            sched.touch(key)
+
+    return registry
+
+
+def _raw(body: Any) -> dict[str, Any]:
+    # kopf hands out a read-only view over the parsed JSON of this event; a shallow copy keeps it.
+    return dict(body)
+
+
+async def run(opts: Options) -> None:
+    # API calls run in threads (the Kubernetes client blocks). asyncio's default pool has cpu+4 threads, six
+    # on two cores, which made a burst of due runs queue behind each other: size it for the workers, each of
+    # which has at most one call in flight, plus room for the metrics server and kopf.
+    threads = opts.workers * 2 + 4
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cronlet-api")
+    )
+    api = load_kube_config(pool=threads)
+    m = metrics.Metrics(per_task=opts.per_task_metrics)
+    state = health.HealthState()
+    server = health.serve(metrics=m, health=state, port=opts.metrics_port)
+    sched = reconciler.Reconciler(
+        kube_api=kube.Kube(api, metrics=m),
+        image=opts.executor_image,
+        metrics=m,
+        known_handlers=frozenset(handlerref.registered()),
+        workers=opts.workers,
+    )
+    registry = build_registry(sched, state)
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # Events are ours: only what a user must see
+    settings.scanning.disabled = True  # no CRD/namespace watching needed: fewer permissions
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    sched.start()
+    # kopf readiness: when the first watch events arrive (after the listing barrier) we mark ready; with no
+    # tasks at all, ready once kopf has started its watchers.
+    ready_flag: asyncio.Event = asyncio.Event()
+
+    async def mark_ready() -> None:
+        await ready_flag.wait()
+        await asyncio.sleep(0.5)
+        state.ready = True
+        m.ready.set(1)
+
+    marker = asyncio.create_task(mark_ready())
+    log.info(
+        "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s",
+        opts.namespaces or "all",
+        opts.executor_image,
+        opts.metrics_port,
+    )
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=settings,
+            standalone=True,
+            identity=identity(),
+            clusterwide=not opts.namespaces,
+            namespaces=opts.namespaces,
+            ready_flag=ready_flag,
+        )
+    finally:
+        state.ready = False
+        m.ready.set(0)
+        marker.cancel()
+        await sched.stop()
+        server.shutdown()
+        api.close()
+        log.info("cronlet operator stopped")

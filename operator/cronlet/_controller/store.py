@@ -1,0 +1,70 @@
+"""The latest known state of every task and its Jobs, fed by the watches and by our own write responses.
+
+Keeps the newest copy of each object (by resourceVersion), so a late watch event never replaces what a
+write response already told us. Holds raw task bodies and the planner's view of each Job. No I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cronlet._core import manifests
+from cronlet._core.views import JobObservation
+
+Key = tuple[str, str]  # (namespace, task name)
+
+
+def resource_version(body: dict[str, Any]) -> int:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class Store:
+    """Tasks by key, and each task's Jobs by name."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[Key, dict[str, Any]] = {}
+        self.jobs: dict[Key, dict[str, JobObservation]] = {}
+        self.job_rv: dict[tuple[str, str], int] = {}
+
+    def put_task(self, body: dict[str, Any]) -> Key:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        old = self.tasks.get(key)
+        same_object = old is not None and old["metadata"].get("uid") == meta.get("uid")
+        if not same_object or old is None or resource_version(body) >= resource_version(old):
+            self.tasks[key] = body
+        return key
+
+    def drop_task(self, key: Key) -> None:
+        self.tasks.pop(key, None)
+
+    def put_job(self, body: dict[str, Any]) -> Key | None:
+        key = manifests.task_key_of_job(body)
+        observed = manifests.observe_job(body)
+        if key is None or observed is None:
+            return key
+        ident = (key[0], observed.name)
+        if resource_version(body) < self.job_rv.get(ident, 0):
+            return key  # an older copy than one we already hold
+        self.job_rv[ident] = resource_version(body)
+        self.jobs.setdefault(key, {})[observed.name] = observed
+        return key
+
+    def drop_job(self, body: dict[str, Any]) -> Key | None:
+        key = manifests.task_key_of_job(body)
+        name = body["metadata"]["name"]
+        if key is not None:
+            self.jobs.get(key, {}).pop(name, None)
+            if not self.jobs.get(key):
+                self.jobs.pop(key, None)
+            self.job_rv.pop((key[0], name), None)
+        return key
+
+    def mark_deleting(self, key: Key, name: str) -> None:
+        jobs = self.jobs.get(key, {})
+        if name in jobs:
+            old = jobs[name]
+            jobs[name] = JobObservation(**{**old.__dict__, "deleting": True})

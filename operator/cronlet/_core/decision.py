@@ -1,0 +1,449 @@
+"""The reconcile decision for one ScheduledTask: what it looks like now -> what to do and what to record.
+
+``plan()`` is a pure function of the task (spec + status), its Jobs as observed, and the clock. It returns
+the Jobs to create and delete, the complete new status (written once, by the controller), the Events a user
+must see, the metric observations, and when to look again. It never talks to the API and never reads the
+clock, so every edge (restart, duplicate create, downtime, retries) is a table-driven unit test.
+
+How restarts stay exact: everything the decision needs is in status or in the Jobs. Job names are derived
+from (task, run, attempt), so re-planning after a crash reaches the same names; Jobs the status does not
+know yet (created just before a crash) are adopted rather than created again; ``status.lastDueTime`` is
+the cursor past which due times are still to be handled.
+
+One pass (``_Pass``) goes through the steps in order: adopt unknown Jobs, move unfinished runs along, handle
+run-now, handle due times, pick Jobs to clean up; then ``status.build`` assembles the new status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from cronlet._common import times
+from cronlet._core import naming, schedule, status, validation
+from cronlet._core.model import ActiveRun, Counters, HistoryEntry, TaskSpec
+from cronlet._core.views import (
+    AttemptFinished,
+    Event,
+    Failure,
+    JobObservation,
+    JobState,
+    JobToCreate,
+    Observation,
+    Plan,
+    RetryStarted,
+    RunFinished,
+    TaskView,
+)
+
+MESSAGE_LIMIT = 1024  # characters of a handler's message kept in history
+EVENT_MESSAGE_LIMIT = 1000
+DEADLINE_GRACE = 1.0  # seconds added to startingDeadlineSeconds for wake-up latency
+
+
+def plan(
+    task: TaskView,
+    jobs: Sequence[JobObservation],
+    *,
+    now: datetime,
+    messages: Mapping[str, str] | None = None,
+) -> Plan:
+    """Decide what to do for ``task`` at ``now``. ``messages`` maps finished Job names to handler messages."""
+    now = now.astimezone(UTC)
+    own = [j for j in jobs if j.owner_uid == task.uid]
+    spec: TaskSpec | None = None
+    sched: schedule.Schedule | None = None
+    invalid: validation.InvalidSpec | None = None
+    try:
+        spec, sched = validation.compile_task(task)
+    except validation.InvalidSpec as exc:
+        invalid = exc
+        try:  # runs already going still finish and are recorded, with the last spec that parses
+            spec = validation.parse_spec(task.spec)
+        except validation.InvalidSpec:
+            spec = None
+
+    work = _Pass(task, now=now, own=own, messages=messages or {})
+    token = task.status.last_run_now_token
+    if spec is not None:
+        work.adopt(spec)
+        work.progress(spec)
+    if spec is not None and sched is not None:
+        token = work.run_now(spec)
+        work.due(spec, sched)
+        work.cleanup(spec)
+
+    reason_message = (invalid.reason, invalid.message) if invalid is not None else None
+    new_status = status.build(task, spec=spec, invalid=reason_message, outcome=work.outcome(token))
+    if invalid is not None:
+        ready = next((c for c in task.status.conditions if c.type == "Ready"), None)
+        if ready is None or ready.status != "False" or ready.message != invalid.message:
+            work.events.append(Event("Warning", invalid.reason, invalid.message))
+    return Plan(
+        create=tuple(work.create),
+        delete=tuple(work.delete),
+        status=new_status,
+        events=tuple(work.events),
+        observations=tuple(work.observations),
+        wake_at=min(work.wake) if work.wake else None,
+        spec=spec,
+    )
+
+
+class _Pass:
+    """The scratch state of one planning pass; never escapes ``plan``."""
+
+    def __init__(
+        self, task: TaskView, *, now: datetime, own: Sequence[JobObservation], messages: Mapping[str, str]
+    ) -> None:
+        old = task.status
+        self.task = task
+        self.now = now
+        self.own = own
+        self.by_name = {j.name: j for j in own}
+        self.messages = messages
+        self.active: list[ActiveRun] = list(old.active)
+        self.counters: dict[str, int] = old.counters.model_dump()
+        self.history: list[HistoryEntry] = []  # new entries, oldest first
+        self.create: list[JobToCreate] = []
+        self.delete: list[str] = []
+        self.events: list[Event] = []
+        self.observations: list[Observation] = []
+        self.wake: list[datetime] = []
+        self.last_schedule = times.parse_optional(old.last_schedule_time)
+        self.last_success = times.parse_optional(old.last_successful_time)
+        self.last_result = old.last_result
+        self.run_result: tuple[bool, str, str] | None = None
+        self.next_due: datetime | None = None
+        self.cursor = times.parse_optional(old.last_due_time)  # the most recent due time handled
+        self.started: set[str] = set()  # run ids started by this pass
+
+    def outcome(self, token: str | None) -> status.Outcome:
+        return status.Outcome(
+            now=self.now,
+            active=self.active,
+            counters=Counters(**self.counters),
+            new_history=self.history,
+            cursor=self.cursor,
+            last_schedule=self.last_schedule,
+            last_success=self.last_success,
+            last_result=self.last_result,
+            run_result=self.run_result,
+            next_due=self.next_due,
+            run_now_token=token,
+        )
+
+    # ------------------------------------------------------------------ steps
+
+    def adopt(self, spec: TaskSpec) -> None:
+        """Take in Jobs the status does not know yet: created just before a crash or a lost status write.
+
+        Under Replace the lost pass had also replaced the runs before it; that is done again here, so an
+        adopted run never runs alongside the runs it replaced.
+        """
+        by_run = {a.run_id: i for i, a in enumerate(self.active)}
+        for job in sorted(self.own, key=lambda j: (j.scheduled_time, j.attempt)):
+            if job.deleting:
+                continue
+            if job.run_id in by_run:
+                index = by_run[job.run_id]
+                known = self.active[index]
+                if job.attempt > known.attempt:
+                    self.active[index] = known.model_copy(
+                        update={"job_name": job.name, "attempt": job.attempt, "next_retry_time": None}
+                    )
+                    self.counters["retries"] += job.attempt - known.attempt
+                continue
+            if self.last_schedule is not None and job.scheduled_time <= self.last_schedule:
+                continue  # an old run, already recorded (or trimmed from history)
+            manual = naming.is_manual(job.run_id)
+            if spec.concurrency_policy == "Replace" and self.active:
+                self._admit(spec, job.scheduled_time, "run-now" if manual else "due run")
+                by_run = {}
+            self.active.append(
+                ActiveRun(
+                    job_name=job.name,
+                    scheduled_time=times.rfc3339(job.scheduled_time),
+                    attempt=job.attempt,
+                    run_id=job.run_id,
+                    start_time=times.rfc3339(job.created),
+                )
+            )
+            by_run[job.run_id] = len(self.active) - 1
+            self.counters["runs"] += 1
+            self.last_schedule = job.scheduled_time
+            if not manual and (self.cursor is None or job.scheduled_time > self.cursor):
+                self.cursor = job.scheduled_time  # its due time is handled: do not start it again
+
+    def progress(self, spec: TaskSpec) -> None:
+        """Move each unfinished run along: running, finished, failed -> backoff -> next attempt."""
+        still: list[ActiveRun] = []
+        for entry in self.active:
+            kept = self._progress_one(spec, entry)
+            if kept is not None:
+                still.append(kept)
+        self.active = still
+
+    def _progress_one(self, spec: TaskSpec, entry: ActiveRun) -> ActiveRun | None:
+        """The run after this pass, or None when it ended."""
+        retry_at = times.parse_optional(entry.next_retry_time)
+        if retry_at is not None and entry.attempt <= spec.max_retries:
+            return self._retry_when_due(entry, retry_at)
+        if retry_at is not None:  # maxRetries was lowered while this run waited
+            text = (
+                f"run of {entry.scheduled_time} failed after {entry.attempt} attempts: maxRetries is now "
+                f"{spec.max_retries}"
+            )
+            self._finish(entry, "Failed", self.by_name.get(entry.job_name), text)
+            self.events.append(Event("Warning", "RetriesExhausted", text))
+            self.run_result = (False, "RetriesExhausted", text)
+            return None
+        job = self.by_name.get(entry.job_name)
+        if job is not None and job.state is JobState.ACTIVE:
+            return entry
+        if job is not None and job.state is JobState.SUCCEEDED:
+            self.observations.append(AttemptFinished("Succeeded"))
+            self._finish(entry, "Succeeded", job, self.messages.get(job.name, ""))
+            self.last_success = job.completion_time or self.now
+            self.run_result = (True, "Succeeded", f"run of {entry.scheduled_time} succeeded")
+            return None
+        # Failed, or the Job is gone before we saw it finish (deleted by hand, or lost).
+        self.observations.append(AttemptFinished("Failed"))
+        if job is None:
+            failure, ended = Failure.RETRYABLE, self.now
+            message = f"Job {entry.job_name} disappeared before it finished"
+        else:
+            failure, ended = job.failure or Failure.RETRYABLE, job.completion_time or self.now
+            message = self.messages.get(job.name) or job.reason or "attempt failed"
+            if failure is Failure.TIMEOUT:
+                message = f"attempt timed out after {spec.timeout}" + (f": {message}" if message else "")
+        if failure is not Failure.PERMANENT and entry.attempt <= spec.max_retries:
+            retry_at = ended + self._backoff(spec, entry)
+            entry = entry.model_copy(update={"next_retry_time": times.rfc3339(retry_at)})
+            return self._retry_when_due(entry, retry_at)
+        self._finish(entry, "Failed", job, message)
+        if failure is Failure.PERMANENT:
+            reason, text = "PermanentFailure", f"run of {entry.scheduled_time} failed permanently: {message}"
+        else:
+            reason = "RetriesExhausted"
+            text = f"run of {entry.scheduled_time} failed after {entry.attempt} attempts: {message}"
+        text = _clip(text, EVENT_MESSAGE_LIMIT)
+        self.events.append(Event("Warning", reason, text))
+        self.run_result = (False, reason, text)
+        return None
+
+    def _backoff(self, spec: TaskSpec, entry: ActiveRun) -> timedelta:
+        return schedule.backoff_delay(
+            failed_attempt=entry.attempt,
+            initial=schedule.parse_duration(spec.backoff.initial_delay),
+            multiplier=spec.backoff.multiplier,
+            max_delay=schedule.parse_duration(spec.backoff.max_delay),
+            jitter=spec.backoff.jitter,
+            rand=schedule.stable_fraction(f"{self.task.uid}/{entry.run_id}/{entry.attempt}"),
+        )
+
+    def _retry_when_due(self, entry: ActiveRun, retry_at: datetime) -> ActiveRun:
+        """Start the next attempt if its backoff is over, else wake up when it is."""
+        if retry_at <= self.now:
+            return self._next_attempt(entry)
+        self.wake.append(retry_at)
+        return entry
+
+    def _next_attempt(self, entry: ActiveRun) -> ActiveRun:
+        attempt = entry.attempt + 1
+        scheduled = times.parse(entry.scheduled_time)
+        self.create.append(
+            JobToCreate(
+                run_id=entry.run_id,
+                attempt=attempt,
+                scheduled_time=scheduled,
+                manual=naming.is_manual(entry.run_id),
+            )
+        )
+        self.counters["retries"] += 1
+        self.observations.append(RetryStarted())
+        return entry.model_copy(
+            update={
+                "job_name": naming.job_name(self.task.name, entry.run_id, attempt),
+                "attempt": attempt,
+                "next_retry_time": None,
+            }
+        )
+
+    def _finish(self, entry: ActiveRun, outcome: str, job: JobObservation | None, message: str) -> None:
+        ended = (job.completion_time if job is not None else None) or self.now
+        started = times.parse_optional(entry.start_time)
+        self.history.append(
+            HistoryEntry(
+                scheduled_time=entry.scheduled_time,
+                start_time=entry.start_time or None,
+                completion_time=times.rfc3339(ended),
+                attempts=entry.attempt,
+                outcome=outcome,  # type: ignore[arg-type]
+                message=_clip(message, MESSAGE_LIMIT),
+                job_name=entry.job_name,
+            )
+        )
+        self.counters["succeeded" if outcome == "Succeeded" else "failed"] += 1
+        self.last_result = outcome
+        duration = (ended - started).total_seconds() if started else None
+        self.observations.append(RunFinished(outcome, duration))
+
+    def run_now(self, spec: TaskSpec) -> str | None:
+        """Start a run for a new value of the run-now annotation; returns the value handled last."""
+        token = self.task.run_now_token
+        previous = self.task.status.last_run_now_token
+        if not token or token == previous:
+            return previous
+        run_id = naming.manual_run_id(token, previous)
+        if (
+            any(a.run_id == run_id for a in self.active)
+            or naming.job_name(self.task.name, run_id, 1) in self.by_name
+        ):
+            return token  # already started (adopted after a restart)
+        if spec.suspend:
+            self.counters["skipped"] += 1
+            self.history.append(
+                HistoryEntry(
+                    scheduled_time=times.rfc3339(self.now),
+                    outcome="Skipped",
+                    message="run-now ignored: the task is suspended",
+                )
+            )
+            self.observations.append(RunFinished("Skipped"))
+            return token
+        if self._admit(spec, self.now, "run-now"):
+            self._start(run_id, self.now, manual=True)
+        return token
+
+    def due(self, spec: TaskSpec, sched: schedule.Schedule) -> None:
+        """Handle due times in (cursor, now], move the cursor, and ask to wake at the next one."""
+        if spec.suspend:
+            return
+        cursor = self.cursor if self.cursor is not None else self.task.created
+        old = self.task.status
+        changed = old.schedule_key is not None and old.schedule_key != naming.schedule_key(spec)
+        if old.phase in ("Suspended", "Invalid") or changed:
+            # Just resumed or repaired, or a new schedule: what fell due before now is not run later (under a
+            # new schedule, due times before the change were never promised).
+            cursor = max(cursor, schedule.latest_at_or_before(sched, self.now) or cursor)
+        due = schedule.due_runs(sched, since=cursor, now=self.now)
+        if due.latest is not None:
+            self._missed_and_latest(spec, sched, due)
+            cursor = due.latest
+        self.cursor = cursor
+        self.next_due = schedule.next_after(sched, cursor)
+        if self.next_due is not None:
+            self.wake.append(self.next_due)
+
+    def _missed_and_latest(self, spec: TaskSpec, sched: schedule.Schedule, due: schedule.DueRuns) -> None:
+        """Record the due runs that will not start as Missed, and start the latest if it is still in time."""
+        assert due.latest is not None
+        deadline = spec.starting_deadline_seconds
+        # A second of grace: the wake-up itself comes a few milliseconds after the due time.
+        late = (self.now - due.latest).total_seconds()
+        start_latest = deadline is None or late <= deadline + DEADLINE_GRACE
+        missed = due.count - (1 if start_latest else 0)
+        if start_latest:
+            last_missed = schedule.latest_at_or_before(sched, due.latest - timedelta(microseconds=1))
+        else:
+            last_missed = due.latest
+        if missed > 0 and last_missed is not None:
+            many = "more than " if due.kind is schedule.DueKind.MANY else ""
+            if deadline is not None:
+                why = f"not started within startingDeadlineSeconds={deadline}"
+            else:
+                why = "fell due while the operator was not running; only the most recent is started"
+            text = f"{many}{missed} due run(s) up to {times.rfc3339(last_missed)} {why}"
+            self.counters["missed"] += missed
+            self.history.append(
+                HistoryEntry(scheduled_time=times.rfc3339(last_missed), outcome="Missed", message=text)
+            )
+            self.events.append(Event("Warning", "MissedSchedule", text))
+            self.observations.append(RunFinished("Missed", count=missed))
+        if start_latest and self._admit(spec, due.latest, "due run"):
+            self._start(naming.scheduled_run_id(due.latest), due.latest, manual=False)
+
+    def _admit(self, spec: TaskSpec, due: datetime, what: str) -> bool:
+        """Apply concurrencyPolicy to a run about to start; True when it may start."""
+        if not self.active or spec.concurrency_policy == "Allow":
+            return True
+        fresh = [a for a in self.active if a.run_id in self.started]
+        if spec.concurrency_policy == "Forbid" or fresh:
+            # Replace never stops a run this same pass started (a run-now and a due time at one moment).
+            if fresh:
+                why = "a run started at the same moment (run-now) is unfinished"
+            else:
+                why = "an earlier run is unfinished (concurrencyPolicy Forbid)"
+            self.counters["skipped"] += 1
+            self.history.append(
+                HistoryEntry(
+                    scheduled_time=times.rfc3339(due), outcome="Skipped", message=f"{what} skipped: {why}"
+                )
+            )
+            self.observations.append(RunFinished("Skipped"))
+            return False
+        for entry in self.active:  # Replace
+            if entry.next_retry_time is None:
+                self.delete.append(entry.job_name)
+            self.history.append(
+                HistoryEntry(
+                    scheduled_time=entry.scheduled_time,
+                    start_time=entry.start_time or None,
+                    completion_time=times.rfc3339(self.now),
+                    attempts=entry.attempt,
+                    outcome="Replaced",
+                    message=f"replaced by the {what} of {times.rfc3339(due)} (concurrencyPolicy Replace)",
+                    job_name=entry.job_name,
+                )
+            )
+            self.observations.append(RunFinished("Replaced"))
+            self.last_result = "Replaced"
+        text = f"stopped {len(self.active)} unfinished run(s) for the {what} of {times.rfc3339(due)}"
+        self.events.append(Event("Normal", "Replaced", text))
+        self.active = []
+        return True
+
+    def _start(self, run_id: str, due: datetime, *, manual: bool) -> None:
+        if any(a.run_id == run_id for a in self.active):
+            return  # already running (adopted): the derived name would collide anyway
+        self.started.add(run_id)
+        self.create.append(JobToCreate(run_id=run_id, attempt=1, scheduled_time=due, manual=manual))
+        self.active.append(
+            ActiveRun(
+                job_name=naming.job_name(self.task.name, run_id, 1),
+                scheduled_time=times.rfc3339(due),
+                attempt=1,
+                run_id=run_id,
+                start_time=times.rfc3339(self.now),
+            )
+        )
+        self.counters["runs"] += 1
+        self.last_schedule = max(self.last_schedule, due) if self.last_schedule else due
+
+    def cleanup(self, spec: TaskSpec) -> None:
+        """Delete finished Jobs beyond the history limits (never one an unfinished run still points at)."""
+        keep = {a.job_name for a in self.active}
+        # A Job still running that no unfinished run points at: its run was replaced or has ended, and deleting
+        # it failed after the status write (Jobs are deleted only after it). Delete it again.
+        for job in self.own:
+            orphan = job.state is JobState.ACTIVE and not job.deleting and job.name not in keep
+            if orphan and self.last_schedule is not None and job.scheduled_time <= self.last_schedule:
+                self._delete(job.name)
+        limits = (
+            (JobState.SUCCEEDED, spec.successful_jobs_history_limit),
+            (JobState.FAILED, spec.failed_jobs_history_limit),
+        )
+        for state, limit in limits:
+            done = [j for j in self.own if j.state is state and not j.deleting and j.name not in keep]
+            done.sort(key=lambda j: (j.completion_time or j.created, j.name), reverse=True)
+            for job in done[limit:]:
+                self._delete(job.name)
+
+    def _delete(self, name: str) -> None:
+        if name not in self.delete:
+            self.delete.append(name)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,305 @@
+"""The ScheduledTask resource as typed models: the one source of truth for the CRD schema and the docs.
+
+``cronlet._core.crd`` turns these models into ``crds/scheduledtasks.cronlet.dev.yaml``; a unit test fails when the
+committed CRD differs, so the schema the API server enforces and the models the operator reads cannot
+drift. Pure data: no I/O, no Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GROUP = "cronlet.dev"
+VERSION = "v1alpha1"
+KIND = "ScheduledTask"
+PLURAL = "scheduledtasks"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+RUN_NOW_ANNOTATION = "cronlet.dev/run-now"
+TASK_LABEL = "cronlet.dev/task"
+ATTEMPT_LABEL = "cronlet.dev/attempt"
+RUN_ID_LABEL = "cronlet.dev/run-id"
+SCHEDULED_TIME_ANNOTATION = "cronlet.dev/scheduled-time"
+TASK_NAME_ANNOTATION = "cronlet.dev/task-name"
+MAX_PARAMETERS_BYTES = 64 * 1024
+
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+
+Outcome = Literal["Succeeded", "Failed", "Skipped", "Missed", "Replaced"]
+Phase = Literal["Scheduled", "Running", "Retrying", "Suspended", "Failed", "Invalid"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+def json_bytes(value: object) -> bytes:
+    """Compact JSON, as the executor receives it in CRONLET_PARAMETERS."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+class Backoff(_Model):
+    """How long to wait between the attempts of one run."""
+
+    initial_delay: str = Field(
+        "10s",
+        alias="initialDelay",
+        pattern=DURATION_PATTERN,
+        description="Delay before the first retry, as a duration such as 10s, 1m or 1h30m.",
+    )
+    multiplier: float = Field(
+        2.0,
+        ge=1,
+        le=100,
+        description="Each further retry waits this many times longer than the one before "
+        "(1 = a constant delay).",
+    )
+    max_delay: str = Field(
+        "10m",
+        alias="maxDelay",
+        pattern=DURATION_PATTERN,
+        description="Upper bound on one delay, whatever the multiplier gives.",
+    )
+    jitter: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Random fraction (plus or minus) applied to each delay so that retries of many "
+        "tasks do not fall on the same instant. 0 disables it.",
+    )
+
+
+class TaskSpec(_Model):
+    """What to run and when."""
+
+    schedule: str | None = Field(
+        None,
+        max_length=256,
+        description=(
+            "Cron expression. 5 fields (min hour dom mon dow), or 6 fields with seconds first "
+            "(sec min hour dom mon dow: '*/5 * * * * *' runs every 5 seconds). Macros @yearly @monthly @weekly "
+            "@daily @hourly. L (last), W (nearest weekday), # (nth weekday, 5#2) and H (a stable per-task hash "
+            "that spreads load: 'H H * * *') are accepted. Read in timeZone. Set exactly one of schedule or "
+            "interval."
+        ),
+    )
+    interval: str | None = Field(
+        None,
+        pattern=DURATION_PATTERN,
+        description=(
+            "Fixed-rate schedule as a duration (30s, 5m, 1h30m): due at creation time + n x interval. "
+            "Set exactly one of schedule or interval."
+        ),
+    )
+    time_zone: str = Field(
+        "UTC",
+        alias="timeZone",
+        max_length=64,
+        description=(
+            "IANA time zone in which schedule is read (Europe/Berlin). A wall time skipped by a "
+            "daylight-saving jump runs once, at the first instant after the gap. In an hour repeated when clocks "
+            "go back, a schedule with fixed minute and hour fields runs once (first occurrence); one with * or a "
+            "step in its minute or hour field runs at every matching instant."
+        ),
+    )
+    handler: str = Field(
+        ...,
+        min_length=1,
+        max_length=253,
+        description=(
+            "What the executor runs: a registered handler name (http, shell, echo, sleep, fail, or one from the "
+            "cronlet.handlers entry-point group of the executor image) or a Python path package.module:Name."
+        ),
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Free-form JSON object handed to the handler as context.parameters (at most 64 KiB). Not for "
+            "secrets: put those in podTemplate env/envFrom."
+        ),
+    )
+    image: str | None = Field(
+        None,
+        max_length=512,
+        description=(
+            "Image of the executor container, for handlers shipped in your own image. Defaults to the "
+            "operator's executor image."
+        ),
+    )
+    pod_template: dict[str, Any] | None = Field(
+        None,
+        alias="podTemplate",
+        description=(
+            "Optional PodTemplateSpec merged into each executor pod: labels, annotations, serviceAccountName, "
+            "resources, env/envFrom (secrets go here), volumes, nodeSelector, tolerations, affinity. A container "
+            "named 'executor' is merged into the executor container."
+        ),
+    )
+    max_retries: int = Field(
+        3,
+        alias="maxRetries",
+        ge=0,
+        le=100,
+        description=("Retries after the first failed attempt of a run (0 = never retry)."),
+    )
+    backoff: Backoff = Field(default_factory=Backoff, description="Delays between retries.")
+    timeout: str | None = Field(
+        None,
+        pattern=DURATION_PATTERN,
+        description=(
+            "Limit on one attempt (the Job's activeDeadlineSeconds). A timed-out attempt is a retryable "
+            "failure."
+        ),
+    )
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = Field(
+        "Forbid",
+        alias="concurrencyPolicy",
+        description=(
+            "What a due run does while an earlier run (with its retries) is unfinished: Allow starts anyway, "
+            "Forbid skips it (recorded as Skipped), Replace stops the old run (recorded as Replaced) and starts."
+        ),
+    )
+    starting_deadline_seconds: int | None = Field(
+        None,
+        alias="startingDeadlineSeconds",
+        ge=0,
+        description=(
+            "A run not started within this many seconds of its due time is recorded as Missed instead of "
+            "started. After downtime without a deadline only the most recent missed run is started."
+        ),
+    )
+    suspend: bool = Field(
+        False,
+        description=(
+            "No new runs while true; active runs finish. Due times that pass while suspended are not run "
+            "later."
+        ),
+    )
+    successful_jobs_history_limit: int = Field(
+        3, alias="successfulJobsHistoryLimit", ge=0, le=1000, description="Finished successful Jobs kept."
+    )
+    failed_jobs_history_limit: int = Field(
+        1, alias="failedJobsHistoryLimit", ge=0, le=1000, description="Finished failed Jobs kept."
+    )
+    history_limit: int = Field(
+        10, alias="historyLimit", ge=0, le=100, description="Entries kept in status.history."
+    )
+
+
+class Condition(_Model):
+    type: str = Field(..., description="Ready or LastRunSucceeded.")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str = Field("", description="CamelCase reason, such as InvalidSchedule or RetriesExhausted.")
+    message: str = Field("", description="Human-readable explanation.")
+    last_transition_time: str = Field(
+        "", alias="lastTransitionTime", description="When status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        None, alias="observedGeneration", description="Generation of the spec this condition was set for."
+    )
+
+
+class ActiveRun(_Model):
+    job_name: str = Field(..., alias="jobName", description="Job of the current (or last failed) attempt.")
+    scheduled_time: str = Field(..., alias="scheduledTime", description="Due time of the run (RFC 3339).")
+    attempt: int = Field(..., description="Attempt number of jobName (1 = first try).")
+    run_id: str = Field("", alias="runId", description="Identifier of the run, shared by its attempts.")
+    start_time: str = Field("", alias="startTime", description="When the first attempt started (RFC 3339).")
+    next_retry_time: str | None = Field(
+        None,
+        alias="nextRetryTime",
+        description=("Set while the run waits out a backoff: when the next attempt starts (RFC 3339)."),
+    )
+
+
+class HistoryEntry(_Model):
+    scheduled_time: str = Field(..., alias="scheduledTime", description="Due time of the run (RFC 3339).")
+    start_time: str | None = Field(None, alias="startTime", description="First attempt start (RFC 3339).")
+    completion_time: str | None = Field(None, alias="completionTime", description="When the run ended.")
+    attempts: int = Field(0, description="Attempts made (0 for Skipped and Missed).")
+    outcome: Outcome = Field(..., description="Succeeded, Failed, Skipped, Missed or Replaced.")
+    message: str = Field("", description="The handler's result message (truncated), or why it did not run.")
+    job_name: str | None = Field(None, alias="jobName", description="Job of the last attempt.")
+
+
+class Counters(_Model):
+    runs: int = Field(0, description="Runs started.")
+    succeeded: int = Field(0, description="Runs that succeeded.")
+    failed: int = Field(0, description="Runs that failed after their retries.")
+    retries: int = Field(0, description="Retry attempts started.")
+    skipped: int = Field(0, description="Due runs skipped by concurrencyPolicy Forbid.")
+    missed: int = Field(0, description="Due runs not started (deadline passed, or downtime).")
+
+
+class TaskStatus(_Model):
+    """What the operator observed and did. Written only by the operator."""
+
+    phase: Phase | None = Field(
+        None,
+        description=(
+            "Scheduled, Running (an attempt is active), Retrying (waiting out a backoff), Suspended, Failed (the "
+            "last run exhausted its retries; the next due time is still scheduled) or Invalid (see conditions)."
+        ),
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Ready and LastRunSucceeded.")
+    observed_generation: int | None = Field(
+        None, alias="observedGeneration", description="Generation of the spec last acted on."
+    )
+    next_run_time: str | None = Field(
+        None,
+        alias="nextRunTime",
+        description="Next due time (RFC 3339, UTC); absent while suspended or invalid.",
+    )
+    last_schedule_time: str | None = Field(
+        None, alias="lastScheduleTime", description="Due time of the most recent run started."
+    )
+    last_successful_time: str | None = Field(
+        None, alias="lastSuccessfulTime", description="Completion time of the most recent successful run."
+    )
+    last_due_time: str | None = Field(
+        None,
+        alias="lastDueTime",
+        description=(
+            "Most recent due time handled (started, skipped or recorded missed); the next one is computed after "
+            "it, so a restart neither repeats nor loses a due time."
+        ),
+    )
+    last_result: str | None = Field(
+        None, alias="lastResult", description="Outcome of the most recent finished run."
+    )
+    active: list[ActiveRun] = Field(default_factory=list, description="Unfinished runs.")
+    current_attempt: int | None = Field(
+        None,
+        alias="currentAttempt",
+        description=(
+            "For a run that is retrying: its attempt number (1 = the first "
+            "try, which failed, while the run waits for attempt 2). Absent "
+            "while no run is retrying. With several, the highest."
+        ),
+    )
+    next_retry_time: str | None = Field(
+        None, alias="nextRetryTime", description="For a run that is retrying: when the next attempt starts."
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list, description="Newest first, at most spec.historyLimit entries."
+    )
+    counters: Counters = Field(default_factory=Counters, description="Totals since creation.")
+    last_run_now_token: str | None = Field(
+        None, alias="lastRunNowToken", description="Value of the cronlet.dev/run-now annotation handled last."
+    )
+    schedule_key: str | None = Field(
+        None,
+        alias="scheduleKey",
+        description=(
+            "The schedule (or interval) and time zone that lastDueTime counts from. When the spec changes them, "
+            "counting restarts at the change: no due time from before it is run."
+        ),
+    )
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """The wire form: camelCase keys, no nulls."""
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")

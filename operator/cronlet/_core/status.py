@@ -1,0 +1,117 @@
+"""Building ``status`` from what one decision pass found: phase, conditions, history, counters, cursors.
+
+Pure: every time comes from the pass (``now``), nothing is read from the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cronlet._common import times
+from cronlet._core import naming
+from cronlet._core.model import ActiveRun, Condition, Counters, HistoryEntry, Phase, TaskSpec, TaskStatus
+from cronlet._core.views import TaskView
+
+DEFAULT_HISTORY_LIMIT = 10  # while the spec cannot be read
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What a pass decided, as the status needs it."""
+
+    now: datetime
+    active: Sequence[ActiveRun]
+    counters: Counters
+    new_history: Sequence[HistoryEntry]  # oldest first
+    cursor: datetime | None
+    last_schedule: datetime | None
+    last_success: datetime | None
+    last_result: str | None
+    run_result: tuple[bool, str, str] | None  # LastRunSucceeded: (ok, reason, message)
+    next_due: datetime | None
+    run_now_token: str | None
+
+
+def build(
+    task: TaskView, *, spec: TaskSpec | None, invalid: tuple[str, str] | None, outcome: Outcome
+) -> TaskStatus:
+    """The complete new status. ``invalid`` is (reason, message) for a spec the operator cannot run."""
+    old = task.status
+    limit = spec.history_limit if spec is not None else DEFAULT_HISTORY_LIMIT
+    history = (list(reversed(outcome.new_history)) + list(old.history))[:limit]
+    waiting = [a for a in outcome.active if a.next_retry_time is not None]
+    suspended = spec is not None and spec.suspend
+    nxt = times.rfc3339(outcome.next_due) if outcome.next_due is not None else None
+    if invalid is not None:
+        ready = _condition(task, "Ready", "False", *invalid, now=outcome.now)
+    elif suspended:
+        ready = _condition(
+            task, "Ready", "True", "Suspended", "suspended: no new runs start", now=outcome.now
+        )
+    else:
+        message = f"next run at {nxt}" if nxt else "scheduled"
+        ready = _condition(task, "Ready", "True", "Scheduled", message, now=outcome.now)
+    conditions = [ready]
+    previous_run = next((c for c in old.conditions if c.type == "LastRunSucceeded"), None)
+    if outcome.run_result is not None:
+        ok, reason, message = outcome.run_result
+        conditions.append(
+            _condition(task, "LastRunSucceeded", "True" if ok else "False", reason, message, now=outcome.now)
+        )
+    elif previous_run is not None:
+        conditions.append(previous_run)
+    retry = min(waiting, key=lambda a: a.next_retry_time or "") if waiting else None
+    # A run is retrying once its first attempt failed: waiting for the next attempt, or running a later one.
+    retrying = [a.attempt for a in outcome.active if a.attempt > 1 or a.next_retry_time is not None]
+    return TaskStatus(
+        phase=_phase(outcome, invalid=invalid is not None, suspended=suspended),
+        conditions=conditions,
+        observed_generation=task.generation,
+        next_run_time=nxt,
+        last_schedule_time=_optional_time(outcome.last_schedule),
+        last_successful_time=_optional_time(outcome.last_success),
+        last_due_time=_optional_time(outcome.cursor),
+        last_result=outcome.last_result,
+        active=list(outcome.active),
+        current_attempt=max(retrying, default=None),
+        next_retry_time=retry.next_retry_time if retry else None,
+        history=history,
+        counters=outcome.counters,
+        last_run_now_token=outcome.run_now_token,
+        schedule_key=naming.schedule_key(spec) if spec is not None and invalid is None else old.schedule_key,
+    )
+
+
+def _phase(outcome: Outcome, *, invalid: bool, suspended: bool) -> Phase:
+    if invalid:
+        return "Invalid"
+    if suspended:
+        return "Suspended"
+    if any(a.next_retry_time is None for a in outcome.active):
+        return "Running"
+    if outcome.active:
+        return "Retrying"
+    if outcome.last_result == "Failed":
+        return "Failed"
+    return "Scheduled"
+
+
+def _condition(
+    task: TaskView, kind: str, status: str, reason: str, message: str, *, now: datetime
+) -> Condition:
+    old = next((c for c in task.status.conditions if c.type == kind), None)
+    since = old.last_transition_time if old is not None and old.status == status else times.rfc3339(now)
+    return Condition(
+        type=kind,
+        status=status,  # type: ignore[arg-type]
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=task.generation,
+    )
+
+
+def _optional_time(moment: datetime | None) -> str | None:
+    return times.rfc3339(moment) if moment else None

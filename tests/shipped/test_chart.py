@@ -1,0 +1,499 @@
+"""The Helm chart (charts/cronlet): lints strictly, renders the right resources for each mode, keeps
+least-privilege RBAC and secure pod settings, rejects unknown values, and documents every value.
+
+helm comes from tools/build.sh (into $CRONLET_BIN, default ~/.cache/cronlet/bin). Without it the helm
+tests fail rather than skip: CI builds the tools first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from localkube import binaries
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "cronlet"
+RELEASE = "cronlet"  # so the full name is just "cronlet"
+NAMESPACE = "cronlet-system"
+
+EXPECTED_RBAC_RULES = [
+    {"apiGroups": ["cronlet.dev"], "resources": ["scheduledtasks"], "verbs": ["get", "list", "watch"]},
+    {
+        "apiGroups": ["cronlet.dev"],
+        "resources": ["scheduledtasks/status"],
+        "verbs": ["get", "patch", "update"],
+    },
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "create", "patch"]},
+]
+
+
+def tool(name: str) -> Path:
+    """A binary built by tools/build.sh; fails the test (not skips) when it is missing."""
+    try:
+        return binaries.find(name)
+    except binaries.MissingBinaryError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tool("helm")), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        # Keep helm away from the user's repositories, plugins and cache.
+        env={
+            **os.environ,
+            "HELM_CACHE_HOME": "/nonexistent-cache",
+            "HELM_CONFIG_HOME": "/nonexistent-config",
+        },
+    )
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = of_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        spec = doc.get("spec", {})
+        if doc["kind"] == "Pod":
+            yield doc["metadata"]["name"], spec
+        elif doc["kind"] == "CronJob":
+            yield doc["metadata"]["name"], spec["jobTemplate"]["spec"]["template"]["spec"]
+        elif "template" in spec and "spec" in spec["template"]:
+            yield doc["metadata"]["name"], spec["template"]["spec"]
+
+
+# --- lint and modes --------------------------------------------------------------------------------
+
+
+@pytest.mark.binaries
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "namespaces={team-a,team-b}"],
+        ["--set", "serviceMonitor.forceEnable=true,prometheusRule.forceEnable=true,dashboard.enabled=true"],
+    ],
+    ids=["defaults", "namespaced", "monitoring"],
+)
+def test_helm_lint_strict(values: list[str]) -> None:
+    result = helm("lint", "--strict", str(CHART), *values)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.binaries
+def test_defaults_render_a_cluster_wide_operator() -> None:
+    docs = render()
+    kinds = sorted(doc["kind"] for doc in docs)
+    assert kinds == sorted(
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "cronlet",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cronlet", "namespace": NAMESPACE}]
+
+
+@pytest.mark.binaries
+def test_namespaces_give_a_role_per_namespace_and_nothing_cluster_wide() -> None:
+    docs = render("--set", "namespaces={team-a,team-b}")
+    assert not of_kind(docs, "ClusterRole")
+    assert not of_kind(docs, "ClusterRoleBinding")
+    assert sorted(role["metadata"]["namespace"] for role in of_kind(docs, "Role")) == ["team-a", "team-b"]
+    bindings = of_kind(docs, "RoleBinding")
+    assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cronlet", "namespace": NAMESPACE}]
+    env = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "CRONLET_NAMESPACE", "value": "team-a,team-b"} in env
+
+
+@pytest.mark.binaries
+def test_deployment_runs_one_operator_with_probes_on_the_metrics_port() -> None:
+    deployment = one(render(), "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert set(selector) == {
+        "app.kubernetes.io/name",
+        "app.kubernetes.io/instance",
+        "app.kubernetes.io/component",
+    }
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "cronlet:0.1.0"
+    assert container["command"] == ["cronlet"]
+    assert container["args"] == ["operator"]
+    assert container["env"] == [
+        {"name": "CRONLET_EXECUTOR_IMAGE", "value": "cronlet:0.1.0"},
+        {"name": "CRONLET_METRICS_PORT", "value": "8080"},
+        {"name": "CRONLET_LOG_FORMAT", "value": "json"},
+        {"name": "CRONLET_PER_TASK_METRICS", "value": "true"},
+    ]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    # Measured defaults (tools/bench_memory.py); no CPU limit, since throttling would delay runs.
+    assert container["resources"] == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+
+
+@pytest.mark.binaries
+def test_values_reach_the_operator_environment() -> None:
+    docs = render(
+        "--set",
+        "image.repository=registry.example.com/cronlet,image.tag=1.2.3,executorImage=handlers:9,"
+        "metrics.port=9090,metrics.perTaskMetrics=false,logFormat=text",
+        "--set-string",
+        "extraEnv[0].name=CRONLET_WORKERS,extraEnv[0].value=8",
+    )
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/cronlet:1.2.3"
+    assert container["env"] == [
+        {"name": "CRONLET_EXECUTOR_IMAGE", "value": "handlers:9"},
+        {"name": "CRONLET_METRICS_PORT", "value": "9090"},
+        {"name": "CRONLET_LOG_FORMAT", "value": "text"},
+        {"name": "CRONLET_PER_TASK_METRICS", "value": "false"},
+        {"name": "CRONLET_WORKERS", "value": "8"},
+    ]
+    assert container["ports"][0]["containerPort"] == 9090
+    assert one(docs, "Service")["spec"]["ports"][0]["port"] == 9090
+
+
+@pytest.mark.binaries
+def test_operator_cli_reads_the_environment_the_chart_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart configures the operator only through CRONLET_* variables, which the CLI would ignore
+    silently if it did not read them: parse them with the real CLI."""
+    from cronlet._cli import operator as cli
+
+    docs = render(
+        "--set",
+        "namespaces={team-a,team-b},executorImage=handlers:9,metrics.port=9090,"
+        "metrics.perTaskMetrics=false,logFormat=text",
+    )
+    for variable in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]:
+        monkeypatch.setenv(variable["name"], variable["value"])
+    args = cli.parser().parse_args(["operator"])
+    assert (args.namespace or args.env_namespaces) == ["team-a", "team-b"]
+    assert args.executor_image == "handlers:9"
+    assert args.metrics_port == 9090
+    assert args.per_task_metrics is False
+    assert args.log_format == "text"
+
+
+# --- monitoring ----------------------------------------------------------------------------------
+
+
+@pytest.mark.binaries
+def test_servicemonitor_absent_by_default_present_when_forced() -> None:
+    assert not of_kind(render(), "ServiceMonitor")
+    monitor = one(render("--set", "serviceMonitor.forceEnable=true"), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [
+        {
+            "port": "metrics",
+            "path": "/metrics",
+            "interval": "30s",
+            "scrapeTimeout": "10s",
+            "honorLabels": True,
+        }
+    ]
+    assert not of_kind(
+        render("--set", "serviceMonitor.forceEnable=true,serviceMonitor.enabled=false"), "ServiceMonitor"
+    )
+
+
+@pytest.mark.binaries
+def test_servicemonitor_and_rule_follow_the_cluster_apis() -> None:
+    docs = render(
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
+    )
+    assert one(docs, "ServiceMonitor")
+    assert one(docs, "PrometheusRule")
+
+
+@pytest.mark.binaries
+def test_prometheusrule_defaults_are_the_rule_file() -> None:
+    rule = one(render("--set", "prometheusRule.forceEnable=true"), "PrometheusRule")
+    source = (CHART / "rules" / "cronlet-alerts.yaml").read_text()
+    expected = yaml.safe_load(source.replace('job=~".*cronlet.*"', 'job=~"cronlet"'))["groups"]
+    rendered = rule["spec"]["groups"]
+    for group in expected + rendered:  # a replaced threshold drops the block scalar's final newline
+        for each in group["rules"]:
+            each["expr"] = each["expr"].strip()
+    assert rendered == expected
+
+
+@pytest.mark.binaries
+def test_prometheusrule_values_adjust_the_alerts() -> None:
+    rule = one(
+        render(
+            "--set",
+            "prometheusRule.forceEnable=true,prometheusRule.operatorJobRegex=ops/cronlet.*,"
+            "prometheusRule.alerts.CronletScheduleLagHigh.for=30m,"
+            "prometheusRule.alerts.CronletRetriesExhausted.severity=info,"
+            "prometheusRule.alerts.CronletMissedRuns.enabled=false",
+            "--set-json",
+            "prometheusRule.alerts.CronletScheduleLagHigh.threshold=12.5",
+        ),
+        "PrometheusRule",
+    )
+    rules = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert "CronletMissedRuns" not in rules
+    assert rules["CronletScheduleLagHigh"]["expr"].strip().endswith("> 12.5")
+    assert rules["CronletScheduleLagHigh"]["for"] == "30m"
+    assert rules["CronletRetriesExhausted"]["labels"]["severity"] == "info"
+    assert rules["CronletOperatorDown"]["expr"].count('job=~"ops/cronlet.*"') == 2
+
+
+@pytest.mark.binaries
+def test_rendered_rules_with_overrides_pass_promtool(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "prometheusRule": {
+                    "forceEnable": True,
+                    "operatorJobRegex": "monitoring/cronlet-.*",
+                    "alerts": {
+                        "CronletTaskFailingRepeatedly": {"threshold": 5},
+                        "CronletScheduleLagHigh": {"threshold": 2.5},
+                        "CronletMissedRuns": {"threshold": 1},
+                    },
+                }
+            }
+        )
+    )
+    rule = one(render("--values", str(values)), "PrometheusRule")
+    rule_file = tmp_path / "rendered.yaml"
+    rule_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = subprocess.run(
+        [str(tool("promtool")), "check", "rules", "--lint=all", "--lint-fatal", str(rule_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    exprs = {r["alert"]: r["expr"].strip() for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert exprs["CronletTaskFailingRepeatedly"].endswith(">= 5")
+    assert exprs["CronletMissedRuns"].endswith("> 1")
+
+
+@pytest.mark.binaries
+def test_dashboard_configmap_carries_the_dashboard() -> None:
+    assert not of_kind(render(), "ConfigMap")
+    configmap = one(render("--set", "dashboard.enabled=true,dashboard.namespace=monitoring"), "ConfigMap")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    shipped = json.loads((CHART / "dashboards" / "cronlet.json").read_text())
+    assert json.loads(configmap["data"]["cronlet.json"]) == shipped
+
+
+# --- CRD -----------------------------------------------------------------------------------------
+
+
+def test_chart_crd_is_a_byte_equal_copy_of_crds() -> None:
+    source = REPO / "crds" / "scheduledtasks.cronlet.dev.yaml"
+    copy = CHART / "files" / "scheduledtasks.cronlet.dev.yaml"
+    assert copy.read_bytes() == source.read_bytes(), (
+        "charts/cronlet/files/scheduledtasks.cronlet.dev.yaml is out of date: "
+        "cp crds/scheduledtasks.cronlet.dev.yaml charts/cronlet/files/"
+    )
+
+
+@pytest.mark.binaries
+def test_crd_is_rendered_with_keep_policy_and_can_be_left_out() -> None:
+    crd = one(render(), "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    source = yaml.safe_load((CHART / "files" / "scheduledtasks.cronlet.dev.yaml").read_text())
+    assert crd["metadata"]["name"] == source["metadata"]["name"]
+    assert crd["spec"] == source["spec"]
+    assert not of_kind(render("--set", "crds.install=false"), "CustomResourceDefinition")
+
+
+# --- security ------------------------------------------------------------------------------------
+
+
+@pytest.mark.binaries
+@pytest.mark.parametrize("values", [[], ["--set", "namespaces={team-a}"]], ids=["cluster", "namespaced"])
+def test_rbac_is_least_privilege(values: list[str]) -> None:
+    docs = render(*values)
+    roles = of_kind(docs, "ClusterRole") + of_kind(docs, "Role")
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule.get(field, []), f"{role['kind']} has * in {field}: {rule}"
+            assert "resourceNames" not in rule or rule["resourceNames"]
+        assert role["rules"] == EXPECTED_RBAC_RULES
+
+
+@pytest.mark.binaries
+@pytest.mark.parametrize(
+    "values",
+    [[], ["--set", "serviceMonitor.forceEnable=true,prometheusRule.forceEnable=true,dashboard.enabled=true"]],
+    ids=["defaults", "everything"],
+)
+def test_every_container_has_the_secure_security_context(values: list[str]) -> None:
+    specs = list(pod_specs(render(*values)))
+    assert specs
+    for name, spec in specs:
+        pod_context = spec.get("securityContext", {})
+        assert pod_context.get("runAsNonRoot") is True, name
+        assert pod_context.get("seccompProfile") == {"type": "RuntimeDefault"}, name
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            context = container.get("securityContext", {})
+            label = f"{name}/{container['name']}"
+            assert context.get("runAsNonRoot") is True, label
+            assert context.get("runAsUser") == 65532, label
+            assert context.get("readOnlyRootFilesystem") is True, label
+            assert context.get("allowPrivilegeEscalation") is False, label
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], label
+            assert context.get("seccompProfile", pod_context.get("seccompProfile")) == {
+                "type": "RuntimeDefault"
+            }
+            assert not context.get("privileged", False), label
+
+
+# --- values and schema ---------------------------------------------------------------------------
+
+
+@pytest.mark.binaries
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "nosuchkey=1",
+        "image.reposiotry=typo",
+        "serviceMonitor.intervall=15s",
+        "prometheusRule.alerts.CronletMissedRuns.treshold=2",
+        "prometheusRule.alerts.NoSuchAlert.enabled=false",
+        "securityContext.runAsNonroot=true",
+    ],
+)
+def test_unknown_value_keys_are_rejected(setting: str) -> None:
+    result = helm("template", RELEASE, str(CHART), "--set", setting)
+    assert result.returncode != 0, f"{setting} was accepted"
+    assert "additional properties" in result.stderr.lower() or "additionalproperties" in result.stderr.lower()
+
+
+@pytest.mark.binaries
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "logFormat=xml",
+        "metrics.port=80",
+        "image.pullPolicy=Sometimes",
+        "prometheusRule.alerts.CronletScheduleLagHigh.threshold=120",
+        "namespaces={Not_A_Namespace}",
+    ],
+)
+def test_invalid_values_are_rejected(setting: str) -> None:
+    result = helm("template", RELEASE, str(CHART), "--set", setting)
+    assert result.returncode != 0, f"{setting} was accepted"
+
+
+def test_schema_is_closed_at_every_level() -> None:
+    """Every object the chart defines has additionalProperties: false; only string maps (labels,
+    annotations, nodeSelector) and Kubernetes pass-through objects stay open."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    open_objects = {
+        "global",
+        "affinity.nodeAffinity",
+        "affinity.podAffinity",
+        "affinity.podAntiAffinity",
+        "extraEnv[].valueFrom",
+    }
+
+    def walk(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        yield path, node
+        for key, child in node.get("properties", {}).items():
+            yield from walk(child, f"{path}.{key}" if path else key)
+        if isinstance(node.get("items"), dict):
+            yield from walk(node["items"], f"{path}[]")
+        if isinstance(node.get("additionalProperties"), dict):
+            yield from walk(node["additionalProperties"], f"{path}{{}}")
+
+    for path, node in walk(schema, ""):
+        if node.get("type") != "object" or path in open_objects:
+            continue
+        extra = node.get("additionalProperties")
+        if "properties" in node:
+            assert extra is False, f"{path or '<root>'}: additionalProperties must be false"
+        else:
+            assert isinstance(extra, dict), f"{path}: a free-form object must type its values"
+
+
+def test_every_value_is_preceded_by_a_comment_with_an_example() -> None:
+    """Every key has a comment right above it; every leaf value's comment shows an example (a parent's
+    example is in its children's comments)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    key = re.compile(r"^(\s*)([A-Za-z0-9_.-]+):(.*)$")
+    content = [(n, line) for n, line in enumerate(lines) if line.strip() and not line.strip().startswith("#")]
+    for index, (number, line) in enumerate(content):
+        match = key.match(line)
+        if not match:
+            continue
+        indent, _, rest = match.groups()
+        following = content[index + 1][1] if index + 1 < len(content) else ""
+        is_parent = not rest.strip() and len(following) - len(following.lstrip()) > len(indent)
+        comment: list[str] = []
+        above = number - 1
+        while above >= 0 and lines[above].strip().startswith("#"):
+            comment.insert(0, lines[above])
+            above -= 1
+        assert comment, f"values.yaml:{number + 1}: {line.strip()!r} has no comment above it"
+        if not is_parent:
+            assert any("Example" in text for text in comment), f"values.yaml:{number + 1}: no example"
+
+
+def test_every_values_key_is_in_the_schema() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def check(value: Any, node: dict[str, Any], path: str) -> None:
+        if not isinstance(value, dict) or "properties" not in node:
+            return
+        for key, child in value.items():
+            assert key in node["properties"], f"{path}{key} is not in values.schema.json"
+            check(child, node["properties"][key], f"{path}{key}.")
+
+    check(values, schema, "")

@@ -1,0 +1,188 @@
+"""The scheduler's reconcile against an in-memory API: the order of writes, and lost status writes.
+
+Jobs are deleted only after the status write that no longer needs them, so a lost write never turns a finished
+or replaced run into a "vanished attempt" that gets retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cronlet._common import times
+from cronlet._controller import kube, reconciler, store
+from cronlet._controller.metrics import Metrics
+from cronlet._core import model
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeKube:
+    def __init__(self, store: store.Store) -> None:
+        self.store = store
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.rv = 100
+        self.fail_patch = False
+        self.conflict = False
+        self.created: list[str] = []
+        self.deleted: list[str] = []
+
+    async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        name = manifest["metadata"]["name"]
+        if name in self.jobs:
+            raise kube.AlreadyExists(self.jobs[name])
+        self.rv += 1
+        body = {
+            **manifest,
+            "metadata": {
+                **manifest["metadata"],
+                "resourceVersion": str(self.rv),
+                "creationTimestamp": times.rfc3339(T0),
+            },
+        }
+        self.jobs[name] = body
+        self.created.append(name)
+        return body
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        body = self.jobs.pop(name, None)
+        self.deleted.append(name)
+        if body is not None:
+            self.store.drop_job(body)  # the DELETED watch event
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str = ""
+    ) -> dict[str, Any]:
+        if self.conflict:
+            raise kube.ApiFailure(409, "the object has been modified")
+        if self.fail_patch:
+            raise kube.ApiFailure(503, "etcd leader changed")
+        key = (namespace, name)
+        body = self.store.tasks[key]
+        status = {k: v for k, v in {**(body.get("status") or {}), **patch}.items() if v is not None}
+        self.rv += 1
+        return {**body, "status": status, "metadata": {**body["metadata"], "resourceVersion": str(self.rv)}}
+
+    async def post_event(self, manifest: dict[str, Any]) -> None:
+        pass
+
+    async def attempt_result(self, namespace: str, job_name: str) -> tuple[str, int | None]:
+        return "ok", 0
+
+
+def finish(body: dict[str, Any], ok: bool, at: datetime) -> dict[str, Any]:
+    cond = {"type": "Complete" if ok else "Failed", "status": "True", "lastTransitionTime": times.rfc3339(at)}
+    version = str(int(body["metadata"]["resourceVersion"]) + 1000)
+    return {
+        **body,
+        "metadata": {**body["metadata"], "resourceVersion": version},
+        "status": {"conditions": [cond], **({"completionTime": times.rfc3339(at)} if ok else {})},
+    }
+
+
+def make(spec: dict[str, Any]) -> tuple[reconciler.Reconciler, FakeKube, list[datetime]]:
+    clock = [T0]
+    sched = reconciler.Reconciler(
+        kube_api=None,
+        image="img",
+        metrics=Metrics(per_task=True),  # type: ignore[arg-type]
+        known_handlers=frozenset({"echo"}),
+        clock=lambda: clock[0],
+    )
+    fk = FakeKube(sched.store)
+    sched.kube = fk  # type: ignore[assignment]
+    sched.store.put_task(
+        {
+            "apiVersion": model.API_VERSION,
+            "kind": model.KIND,
+            "metadata": {
+                "namespace": "ns",
+                "name": "t",
+                "uid": "u1",
+                "generation": 1,
+                "resourceVersion": "1",
+                "creationTimestamp": times.rfc3339(T0),
+            },
+            "spec": {"schedule": "*/10 * * * * *", "handler": "echo", **spec},
+        }
+    )
+    return sched, fk, clock
+
+
+def test_a_lost_status_write_does_not_rerun_a_succeeded_run() -> None:
+    async def go() -> None:
+        s, fk, clock = make({"successfulJobsHistoryLimit": 0, "backoff": {"initialDelay": "1s", "jitter": 0}})
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=10.01)
+        await s.reconcile(key)  # starts the run of :10
+        name = fk.created[-1]
+        done = finish(fk.jobs[name], True, T0 + timedelta(seconds=12))
+        fk.jobs[name] = done
+        s.store.put_job(done)
+        clock[0] = T0 + timedelta(seconds=12.5)
+        fk.fail_patch = True  # transient 503 on the status write
+        with pytest.raises(kube.ApiFailure):
+            await s.reconcile(key)
+        assert name not in fk.deleted  # not deleted while its success is not recorded
+        fk.fail_patch = False
+        clock[0] = T0 + timedelta(seconds=13.5)  # worker retries after 1 s
+        await s.reconcile(key)
+        clock[0] = T0 + timedelta(seconds=15)
+        await s.reconcile(key)
+        st = s.store.tasks[key]["status"]
+        assert fk.created == [name], f"succeeded run started again: {fk.created}; counters={st['counters']}"
+
+    asyncio.run(go())
+
+
+def test_a_lost_status_write_does_not_bring_back_a_replaced_run() -> None:
+    async def go() -> None:
+        s, fk, clock = make({"concurrencyPolicy": "Replace", "backoff": {"initialDelay": "1s", "jitter": 0}})
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=10.01)
+        await s.reconcile(key)  # run of :10 (keeps running)
+        old = fk.created[-1]
+        clock[0] = T0 + timedelta(seconds=20.01)
+        fk.fail_patch = True
+        with pytest.raises(kube.ApiFailure):
+            await s.reconcile(key)  # creates :20, deletes :10, status write fails
+        fk.fail_patch = False
+        for t in (21.0, 23.0, 25.0):
+            clock[0] = T0 + timedelta(seconds=t)
+            await s.reconcile(key)
+        st = s.store.tasks[key]["status"]
+        runs = sorted({a["runId"] for a in st["active"]})
+        assert len(runs) == 1, (
+            f"Replace policy but {len(runs)} runs active: {st['active']}; created={fk.created}"
+        )
+        assert old in fk.deleted  # the replaced run's Job is deleted once the status is written
+
+    asyncio.run(go())
+
+
+def test_metrics_without_per_task_labels_work() -> None:
+    m = Metrics(per_task=False)
+    m.child(m.retries, *m.labels("ns", "t")).inc()
+    m.child(m.lag, *m.labels("ns", "t")).observe(0.01)
+    text = m.render().decode()
+    assert "cronlet_retries_total 1.0" in text
+    assert 'cronlet_runs_total{outcome="Failed"} 0.0' in text  # created at 0 up front
+
+
+def test_a_conflicting_status_write_is_dropped_and_decided_again() -> None:
+    async def go() -> None:
+        s, fk, clock = make({})
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=10.01)
+        fk.conflict = True  # the task changed since it was read
+        await s.reconcile(key)  # no exception: nothing to retry blindly
+        assert s.timers.pending(key) == clock[0] + timedelta(seconds=1)
+        fk.conflict = False
+        clock[0] = T0 + timedelta(seconds=11)
+        await s.reconcile(key)
+        st = s.store.tasks[key]["status"]
+        assert fk.created == [fk.created[0]] and len(st["active"]) == 1  # the Job made before is adopted
+
+    asyncio.run(go())

@@ -1,0 +1,111 @@
+"""The CRD is generated from the models: the committed file must match, and every field must explain itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cronlet._core import crd, model
+
+ROOT = Path(__file__).resolve().parents[3]
+CRD = ROOT / "crds" / "scheduledtasks.cronlet.dev.yaml"
+
+
+def _walk(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    out = [(path, node)]
+    for name, sub in (node.get("properties") or {}).items():
+        out += _walk(sub, f"{path}.{name}")
+    if "items" in node:
+        out += _walk(node["items"], f"{path}[]")
+    return out
+
+
+def test_committed_crd_is_the_generated_one() -> None:
+    assert CRD.read_text() == crd.render(), "run `make crd` and commit the result"
+
+
+def test_chart_carries_the_same_crd() -> None:
+    chart_copy = ROOT / "charts" / "cronlet" / "files" / "scheduledtasks.cronlet.dev.yaml"
+    assert chart_copy.read_text() == CRD.read_text(), "run `make crd` and commit the result"
+
+
+def test_every_spec_and_status_field_has_a_description() -> None:
+    schema = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for section in ("spec", "status"):
+        for path, node in _walk(schema["properties"][section], section):
+            if path in (section,) or path.endswith("[]"):
+                continue
+            assert node.get("description"), f"{path} has no description (kubectl explain would be empty)"
+
+
+def test_spec_fields_and_defaults_match_the_contract() -> None:
+    spec = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "spec"
+    ]
+    props = spec["properties"]
+    assert set(props) == {
+        "schedule",
+        "interval",
+        "timeZone",
+        "handler",
+        "parameters",
+        "image",
+        "podTemplate",
+        "maxRetries",
+        "backoff",
+        "timeout",
+        "concurrencyPolicy",
+        "startingDeadlineSeconds",
+        "suspend",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+        "historyLimit",
+    }
+    defaults = {k: v.get("default") for k, v in props.items() if "default" in v}
+    assert defaults == {
+        "timeZone": "UTC",
+        "maxRetries": 3,
+        "backoff": {},
+        "concurrencyPolicy": "Forbid",
+        "suspend": False,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 1,
+        "historyLimit": 10,
+    }
+    assert {k: v["default"] for k, v in props["backoff"]["properties"].items()} == {
+        "initialDelay": "10s",
+        "multiplier": 2.0,
+        "maxDelay": "10m",
+        "jitter": 0.1,
+    }
+    assert props["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace"]
+    assert props["historyLimit"]["maximum"] == 100
+    assert spec["required"] == ["handler"]
+    assert spec["x-kubernetes-validations"][0]["rule"] == "has(self.schedule) != has(self.interval)"
+    assert props["parameters"]["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_names_and_columns() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"], names["categories"]) == (
+        model.KIND,
+        model.PLURAL,
+        ["st"],
+        ["cronlet"],
+    )
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
+    assert columns == [
+        ("Schedule", 0),
+        ("Suspend", 0),
+        ("Phase", 0),
+        ("Last Run", 0),
+        ("Next Run", 0),
+        ("Age", 0),
+        ("Handler", 1),
+        ("Attempt", 1),
+        ("Last Result", 1),
+    ]

@@ -1,0 +1,193 @@
+"""Building executor Jobs and reading Jobs back: pure functions, no cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from cronlet._core import manifests, model, naming, views
+
+T = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
+
+
+def view(name: str = "nightly") -> views.TaskView:
+    return views.TaskView(
+        namespace="ns", name=name, uid="uid-9", generation=1, created=T, spec={}, status=model.TaskStatus()
+    )
+
+
+def build(spec: dict[str, Any], *, attempt: int = 1, name: str = "nightly") -> dict[str, Any]:
+    s = model.TaskSpec.model_validate({"schedule": "@daily", "handler": "echo", **spec})
+    run = views.JobToCreate(run_id=naming.scheduled_run_id(T), attempt=attempt, scheduled_time=T)
+    return manifests.build_job(task=view(name), spec=s, run=run, image="cronlet:1")
+
+
+def test_job_carries_identity_owner_and_executor_environment() -> None:
+    job = build({"parameters": {"batchSize": 100}}, attempt=2)
+    meta = job["metadata"]
+    assert meta["name"] == "nightly-1767225605-2"
+    assert meta["labels"] == {
+        "cronlet.dev/task": "nightly",
+        "cronlet.dev/attempt": "2",
+        "cronlet.dev/run-id": "1767225605",
+    }
+    assert meta["annotations"]["cronlet.dev/scheduled-time"] == "2026-01-01T00:00:05Z"
+    owner = meta["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("ScheduledTask", "uid-9", True)
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0 and "activeDeadlineSeconds" not in spec
+    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    container = pod["containers"][0]
+    assert (container["name"], container["image"], container["command"]) == (
+        "executor",
+        "cronlet:1",
+        ["cronlet-execute"],
+    )
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {
+        "CRONLET_TASK": "nightly",
+        "CRONLET_NAMESPACE": "ns",
+        "CRONLET_HANDLER": "echo",
+        "CRONLET_PARAMETERS": '{"batchSize":100}',
+        "CRONLET_SCHEDULED_TIME": "2026-01-01T00:00:05Z",
+        "CRONLET_ATTEMPT": "2",
+        "CRONLET_RUN_ID": "ns/nightly/1767225605",
+    }
+    assert container["securityContext"]["runAsNonRoot"] is True
+
+
+def test_timeout_becomes_active_deadline_and_image_can_be_overridden() -> None:
+    job = build({"timeout": "1m30s", "image": "acme/handlers:2"})
+    assert job["spec"]["activeDeadlineSeconds"] == 90
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "acme/handlers:2"
+
+
+def test_pod_template_is_merged_but_cronlet_keeps_its_own_fields() -> None:
+    job = build(
+        {
+            "podTemplate": {
+                "metadata": {
+                    "labels": {"team": "data", "cronlet.dev/task": "spoofed"},
+                    "annotations": {"a": "b"},
+                },
+                "spec": {
+                    "serviceAccountName": "etl",
+                    "restartPolicy": "Always",
+                    "nodeSelector": {"pool": "batch"},
+                    "containers": [
+                        {
+                            "name": "executor",
+                            "env": [
+                                {
+                                    "name": "DB_URL",
+                                    "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}},
+                                },
+                                {"name": "CRONLET_TASK", "value": "spoofed"},
+                            ],
+                            "resources": {"limits": {"memory": "256Mi"}},
+                        },
+                        {"name": "proxy", "image": "envoy:1"},
+                    ],
+                },
+            }
+        }
+    )
+    tmpl = job["spec"]["template"]
+    assert tmpl["metadata"]["labels"]["team"] == "data"
+    assert tmpl["metadata"]["labels"]["cronlet.dev/task"] == "nightly"
+    pod = tmpl["spec"]
+    assert (pod["serviceAccountName"], pod["restartPolicy"], pod["nodeSelector"]) == (
+        "etl",
+        "Never",
+        {"pool": "batch"},
+    )
+    executor, proxy = pod["containers"]
+    assert proxy["name"] == "proxy"
+    assert executor["resources"] == {"limits": {"memory": "256Mi"}}
+    names = [e["name"] for e in executor["env"]]
+    assert names[0] == "DB_URL" and names.count("CRONLET_TASK") == 1
+    assert {e["name"]: e.get("value") for e in executor["env"]}["CRONLET_TASK"] == "nightly"
+    assert executor["command"] == ["cronlet-execute"]
+
+
+def test_long_task_names_give_valid_names_and_label_values() -> None:
+    name = "x" * 200
+    job = build({}, name=name)
+    assert len(job["metadata"]["name"]) <= 63
+    assert len(job["metadata"]["labels"]["cronlet.dev/task"]) <= 63
+    assert job["metadata"]["annotations"]["cronlet.dev/task-name"] == name
+
+
+def _observed(conditions: list[dict[str, Any]], **status: Any) -> views.JobObservation:
+    job = build({})
+    job["metadata"]["creationTimestamp"] = "2026-01-01T00:00:05Z"
+    job["status"] = {"conditions": conditions, **status}
+    obs = manifests.observe_job(job)
+    assert obs is not None
+    return obs
+
+
+def test_reading_job_outcomes() -> None:
+    running = _observed([])
+    assert running.state is views.JobState.ACTIVE and running.owner_uid == "uid-9" and running.attempt == 1
+    done = _observed(
+        [{"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T00:00:09Z"}],
+        completionTime="2026-01-01T00:00:08Z",
+    )
+    assert done.state is views.JobState.SUCCEEDED and done.completion_time == datetime(
+        2026, 1, 1, 0, 0, 8, tzinfo=UTC
+    )
+    cases = {
+        "BackoffLimitExceeded": views.Failure.RETRYABLE,
+        "DeadlineExceeded": views.Failure.TIMEOUT,
+        "PodFailurePolicy": views.Failure.PERMANENT,
+    }
+    for reason, failure in cases.items():
+        failed = _observed(
+            [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": reason,
+                    "message": "m",
+                    "lastTransitionTime": "2026-01-01T00:00:09Z",
+                }
+            ]
+        )
+        assert (failed.state, failed.failure) == (views.JobState.FAILED, failure)
+
+
+def test_jobs_not_ours_are_ignored() -> None:
+    job = build({})
+    job["metadata"]["creationTimestamp"] = "2026-01-01T00:00:05Z"
+    job["metadata"]["ownerReferences"] = [
+        {"kind": "CronJob", "apiVersion": "batch/v1", "name": "x", "uid": "u"}
+    ]
+    assert manifests.observe_job(job) is None
+
+
+def test_termination_message_is_read_from_the_executor_container() -> None:
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {"name": "proxy", "state": {"terminated": {"exitCode": 0, "message": "nope"}}},
+                {
+                    "name": "executor",
+                    "state": {
+                        "terminated": {"exitCode": 1, "message": '{"success": false, "message": "db down"}'}
+                    },
+                },
+            ]
+        }
+    }
+    assert manifests.termination_message(pod) == ("db down", 1)
+    raw = {
+        "status": {
+            "containerStatuses": [
+                {"name": "executor", "state": {"terminated": {"exitCode": 137, "message": "OOMKilled"}}}
+            ]
+        }
+    }
+    assert manifests.termination_message(raw) == ("OOMKilled", 137)

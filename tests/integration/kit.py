@@ -28,10 +28,18 @@ ROOT = Path(__file__).resolve().parents[2]
 class OperatorProcess:
     """``cronlet operator`` in a subprocess: start, stop (SIGTERM), kill (SIGKILL), scrape."""
 
-    def __init__(self, kubeconfig: str, log_dir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: str,
+        log_dir: Path,
+        extra_args: list[str] | None = None,
+        *,
+        run_as: int | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_dir / "operator.log"
         self.extra_args = extra_args or []
+        self.run_as = run_as  # a uid (and gid) to run as, with no supplementary groups, as in the image
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.starts = 0
@@ -46,11 +54,20 @@ class OperatorProcess:
         self.port = free_port()
         self.starts += 1
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "PYTHONUNBUFFERED": "1"}
+        prefix: list[str] = []
+        if self.run_as is not None:
+            # As the image runs it: a numeric user, HOME that does not exist (see the Dockerfile), and no login
+            # name in the environment (getpass.getuser() reads those before it asks the passwd database).
+            prefix = ["setpriv", f"--reuid={self.run_as}", f"--regid={self.run_as}", "--clear-groups", "--"]
+            env["HOME"] = "/nonexistent"
+            for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+                env.pop(name, None)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         log.write(f"\n===== start #{self.starts} at {datetime.now(UTC).isoformat()} =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "cronlet._cli.operator",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import helpers
 import pytest
+
 from localkube import binaries, procs
 from localkube import cluster as localkube_cluster
 from localkube import kubelet as localkube_kubelet

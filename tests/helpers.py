@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
 from localkube import binaries
 
 T = TypeVar("T")

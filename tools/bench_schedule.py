@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
+
 from cronlet._common import times
 from cronlet._core import decision, model, schedule, views
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from benchkit import cpu_seconds, memory_kib, operator_on_local_cluster
 from kubernetes import client, watch
+
 from localkube import cluster
 
 NS = "bench"

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pydantic
 import pydantic.alias_generators
 import pydantic_core
+
 from cronlet import sdk
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)

@@ -35,8 +35,8 @@ from typing import Annotated, Any
 
 import pydantic
 import tenacity
-from cronlet import sdk
 
+from cronlet import sdk
 from cronlet_handlers import _params
 
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})

@@ -21,8 +21,8 @@ import threading
 from typing import IO, Any
 
 import pydantic
-from cronlet import sdk
 
+from cronlet import sdk
 from cronlet_handlers import _params
 
 _TAIL_LINES = 50

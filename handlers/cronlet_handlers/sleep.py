@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 
 import pydantic
-from cronlet import sdk
 
+from cronlet import sdk
 from cronlet_handlers import _params
 
 

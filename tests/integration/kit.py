@@ -19,6 +19,7 @@ from typing import Any
 
 from helpers import wait_for
 from kubernetes import client
+
 from localkube.ports import free_port
 
 GROUP, VERSION, PLURAL = "cronlet.dev", "v1alpha1", "scheduledtasks"

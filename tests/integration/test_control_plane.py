@@ -27,6 +27,7 @@ from helpers import wait_for
 from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+
 from localkube import cluster as localkube_cluster
 
 pytestmark = pytest.mark.cluster

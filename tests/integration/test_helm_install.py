@@ -26,11 +26,12 @@ from typing import Any
 
 import pytest
 import yaml
-from cronlet._core import manifests, model, naming, views
 from helpers import throwaway_namespace, wait_for
 from kit import GROUP, PLURAL, ROOT, VERSION, OperatorProcess, Tasks, stopped
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
+from cronlet._core import manifests, model, naming, views
 from localkube import binaries
 
 pytestmark = pytest.mark.cluster

@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kit import Tasks
+
 from cronlet._cli import kubectl as kubectl_plugin
 from cronlet._common.times import rfc3339
 from cronlet._core import schedule
-from kit import Tasks
 
 pytestmark = pytest.mark.cluster
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from kit import OperatorProcess, Tasks, now, outcomes, sleep_until, stopped, ts
+
 from cronlet._core import schedule
 from cronlet._core.decision import DEADLINE_GRACE
-from kit import OperatorProcess, Tasks, now, outcomes, sleep_until, stopped, ts
 
 pytestmark = pytest.mark.cluster
 

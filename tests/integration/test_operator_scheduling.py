@@ -9,9 +9,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from cronlet._core import schedule
 from helpers import wait_for
 from kit import OperatorProcess, Tasks, ts
+
+from cronlet._core import schedule
 
 pytestmark = pytest.mark.cluster
 

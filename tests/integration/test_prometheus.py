@@ -32,6 +32,7 @@ from helpers import wait_for
 from kit import ROOT, OperatorProcess, Tasks
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
 from localkube import binaries
 from localkube.ports import free_port
 

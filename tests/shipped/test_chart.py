@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from localkube import binaries
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from localkube import podspec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -31,6 +31,7 @@ from typing import Any
 
 import urllib3.exceptions
 import yaml
+
 from cronlet._common import handlerref, times
 from cronlet._core import manifests, model, schedule, validation
 
@@ -218,9 +219,10 @@ def connect(*, kubeconfig: str | None, context: str | None, namespace: str | Non
 
 def _call(target: Target, name: str, fn: Callable[[Any], Any]) -> dict[str, Any]:
     """Run one request against the ScheduledTask ``name``; turn API failures into CommandError(EXIT_API)."""
-    from cronlet._controller import kube
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
+
+    from cronlet._controller import kube
 
     custom = client.CustomObjectsApi(target.api)
     try:

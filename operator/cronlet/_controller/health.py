@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cronlet._controller.metrics import Metrics
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from cronlet._controller.metrics import Metrics
 
 
 class HealthState:

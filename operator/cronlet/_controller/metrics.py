@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 import prometheus_client
-from cronlet._core.views import AttemptFinished, Plan, RetryStarted, RunFinished
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -22,6 +21,8 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+
+from cronlet._core.views import AttemptFinished, Plan, RetryStarted, RunFinished
 
 Key = tuple[str, str]
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kopf._core.engines import peering
+from kubernetes import client, config
+
 from cronlet._common import handlerref
 from cronlet._controller import health, kube, metrics, reconciler
 from cronlet._core import model
-from kopf._core.engines import peering
-from kubernetes import client, config
 
 log = logging.getLogger("cronlet")
 

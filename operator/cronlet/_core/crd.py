@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from cronlet._core import model
 from pydantic import BaseModel
+
+from cronlet._core import model
 
 _DROP = {"title"}
 _TASK_DESCRIPTION = (

@@ -15,11 +15,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from pydantic import ValidationError
+
 from cronlet._common import handlerref, times
 from cronlet._core import crd, model, schedule
 from cronlet._core.model import TaskSpec
 from cronlet._core.views import TaskView
-from pydantic import ValidationError
 
 # metadata.name of a custom resource: a DNS-1123 subdomain, as the API server checks it.
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from cronlet._cli import kubectl as kp
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from cronlet._common import times
 from cronlet._controller import kube, reconciler, store
 from cronlet._controller.metrics import Metrics

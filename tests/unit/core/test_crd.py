@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from cronlet._core import crd, model
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from cronlet._common.times import rfc3339
 from cronlet._core import decision, naming, views
 from cronlet._core.model import TaskStatus

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-from cronlet._core import schedule
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from cronlet._core import schedule
 
 ZONES = [
     "UTC",

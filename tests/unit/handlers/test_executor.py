@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from cronlet import executor
 
 _HANDLERS = '''

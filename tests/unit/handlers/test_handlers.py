@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from cronlet import sdk
 from cronlet_handlers import echo, fail, shell, sleep
 from cronlet_handlers import http as http_handler

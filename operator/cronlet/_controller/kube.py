@@ -1,7 +1,9 @@
 """The only module that talks to the Kubernetes API for writes and point reads.
 
-Each call is one request (retried briefly on transient errors with tenacity), run in a worker thread so the
-event loop never blocks. Watching is kopf's; deciding is ``_core.decision``'s; this module only sends.
+Each call is one request with a (connect, read) timeout, retried briefly on transient errors with tenacity
+(429, 5xx, and no answer at all: refused, reset or half-open connections, timeouts), and run in a worker
+thread so the event loop never blocks. A call that fails for good raises ``ApiFailure`` and counts in
+``cronlet_api_errors_total``. Watching is kopf's; deciding is ``_core.decision``'s; this module only sends.
 """
 
 from __future__ import annotations
@@ -13,14 +15,21 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import tenacity
-from cronlet._controller.metrics import Metrics
-from cronlet._core import manifests, model
+import urllib3.exceptions
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from cronlet._controller.metrics import Metrics
+from cronlet._core import manifests, model
 
 log = logging.getLogger("cronlet.kube")
 FIELD_MANAGER = "cronlet"
 T = TypeVar("T")
+# Seconds to connect, and to wait for each read of the answer. A half-open connection then fails a call
+# instead of holding a worker forever; the retries below make a blip invisible.
+TIMEOUTS = (5.0, 30.0)
+# Errors of the transport, not of the API: no answer (refused, reset, half-open, timed out).
+_NO_ANSWER = (OSError, ConnectionError, urllib3.exceptions.HTTPError)
 
 
 class AlreadyExists(Exception):
@@ -41,16 +50,19 @@ class ApiFailure(Exception):
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, ApiException):
         return exc.status in (0, 429, 500, 502, 503, 504) or exc.status is None
-    return isinstance(exc, (OSError, ConnectionError))
+    return isinstance(exc, _NO_ANSWER)
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, *, metrics: Metrics) -> None:
+    def __init__(
+        self, api: client.ApiClient, *, metrics: Metrics, timeouts: tuple[float, float] = TIMEOUTS
+    ) -> None:
         self.api = api
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.metrics = metrics
+        self.timeouts = timeouts
 
     async def _call(self, verb: str, resource: str, fn: Callable[[], T]) -> T:
         retrying = tenacity.AsyncRetrying(
@@ -67,9 +79,9 @@ class Kube:
             if exc.status not in (404, 409):
                 self.metrics.api_errors.labels(verb, resource).inc()
             raise
-        except (OSError, ConnectionError) as exc:
+        except _NO_ANSWER as exc:
             self.metrics.api_errors.labels(verb, resource).inc()
-            raise ApiFailure(0, str(exc)) from exc
+            raise ApiFailure(0, f"no answer from the API server: {exc}") from exc
         raise AssertionError("unreachable")
 
     async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +91,9 @@ class Kube:
                 "create",
                 "jobs",
                 lambda: self.api.sanitize_for_serialization(
-                    self.batch.create_namespaced_job(ns, manifest, field_manager=FIELD_MANAGER)
+                    self.batch.create_namespaced_job(
+                        ns, manifest, field_manager=FIELD_MANAGER, _request_timeout=self.timeouts
+                    )
                 ),
             )
         except ApiException as exc:
@@ -88,7 +102,9 @@ class Kube:
                     existing = await self._call(
                         "get",
                         "jobs",
-                        lambda: self.api.sanitize_for_serialization(self.batch.read_namespaced_job(name, ns)),
+                        lambda: self.api.sanitize_for_serialization(
+                            self.batch.read_namespaced_job(name, ns, _request_timeout=self.timeouts)
+                        ),
                     )
                 except ApiException:
                     existing = None
@@ -100,7 +116,9 @@ class Kube:
             await self._call(
                 "delete",
                 "jobs",
-                lambda: self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background"),
+                lambda: self.batch.delete_namespaced_job(
+                    name, namespace, propagation_policy="Background", _request_timeout=self.timeouts
+                ),
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -128,6 +146,7 @@ class Kube:
                     name,
                     body,
                     field_manager=FIELD_MANAGER,
+                    _request_timeout=self.timeouts,
                 ),
             )
         except ApiException as exc:
@@ -135,25 +154,90 @@ class Kube:
         return dict(result)
 
     async def post_event(self, manifest: dict[str, Any]) -> None:
+        """Post an Event (best effort: a failure is logged, never raised; the status is already written)."""
         ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
-            await self._call("create", "events", lambda: self.core.create_namespaced_event(ns, manifest))
-        except (
-            ApiFailure
-        ) as exc:  # no answer: an Event is not worth failing a reconcile whose status is written
+            await self._call(
+                "create",
+                "events",
+                lambda: self.core.create_namespaced_event(ns, manifest, _request_timeout=self.timeouts),
+            )
+        except ApiFailure as exc:
             log.warning("could not post event %s/%s: %s", ns, name, exc.message)
-            return
         except ApiException as exc:
             if exc.status != 409:
                 log.warning("could not post event %s/%s: %s", ns, name, api_message(exc))
                 return
-            # The same event again: count it on the existing one instead of adding another.
-            try:
-                old = await self._call("get", "events", lambda: self.core.read_namespaced_event(name, ns))
-                patch = {"count": (old.count or 1) + 1, "lastTimestamp": manifest["lastTimestamp"]}
-                await self._call("patch", "events", lambda: self.core.patch_namespaced_event(name, ns, patch))
-            except ApiException as exc2:
-                log.warning("could not update event %s/%s: %s", ns, name, api_message(exc2))
+            await self._count_again(manifest)
+
+    async def _count_again(self, manifest: dict[str, Any]) -> None:
+        """The same event again: count it on the existing one instead of adding another."""
+        ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        try:
+            old = await self._call(
+                "get",
+                "events",
+                lambda: self.core.read_namespaced_event(name, ns, _request_timeout=self.timeouts),
+            )
+            patch = {"count": (old.count or 1) + 1, "lastTimestamp": manifest["lastTimestamp"]}
+            await self._call(
+                "patch",
+                "events",
+                lambda: self.core.patch_namespaced_event(name, ns, patch, _request_timeout=self.timeouts),
+            )
+        except ApiException as exc:
+            log.warning("could not update event %s/%s: %s", ns, name, api_message(exc))
+        except ApiFailure as exc:
+            log.warning("could not update event %s/%s: %s", ns, name, exc.message)
+
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ScheduledTask as the API server has it now, or None when it is gone."""
+        try:
+            found = await self._call(
+                "get",
+                "scheduledtasks",
+                lambda: self.custom.get_namespaced_custom_object(
+                    model.GROUP, model.VERSION, namespace, model.PLURAL, name, _request_timeout=self.timeouts
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise ApiFailure(exc.status or 0, api_message(exc)) from exc
+        return dict(found)
+
+    async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        """The pods of one Job, as plain JSON, newest first."""
+        try:
+            pods = await self._call(
+                "list",
+                "pods",
+                lambda: self.core.list_namespaced_pod(
+                    namespace,
+                    label_selector=f"batch.kubernetes.io/job-name={job_name}",
+                    _request_timeout=self.timeouts,
+                ),
+            )
+        except ApiException as exc:
+            raise ApiFailure(exc.status or 0, api_message(exc)) from exc
+        items = sorted(pods.items, key=lambda p: p.metadata.creation_timestamp, reverse=True)
+        return [self.api.sanitize_for_serialization(pod) for pod in items]
+
+    async def job_warnings(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        """Warning Events about one Job (the Job controller's FailedCreate says why no pod exists)."""
+        try:
+            events = await self._call(
+                "list",
+                "events",
+                lambda: self.core.list_namespaced_event(
+                    namespace,
+                    field_selector=f"involvedObject.kind=Job,involvedObject.name={job_name},type=Warning",
+                    _request_timeout=self.timeouts,
+                ),
+            )
+        except ApiException as exc:
+            raise ApiFailure(exc.status or 0, api_message(exc)) from exc
+        return [self.api.sanitize_for_serialization(event) for event in events.items]
 
     async def attempt_result(self, namespace: str, job_name: str) -> tuple[str, int | None]:
         """The handler's message and exit code from the newest pod of a finished Job ("" when it left none).
@@ -161,19 +245,8 @@ class Kube:
         Raises ApiFailure when the pods cannot be read now: the run is then recorded on a later pass, with its
         message, rather than now without it.
         """
-        try:
-            pods = await self._call(
-                "list",
-                "pods",
-                lambda: self.core.list_namespaced_pod(
-                    namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"
-                ),
-            )
-        except ApiException as exc:
-            raise ApiFailure(exc.status or 0, api_message(exc)) from exc
-        items = sorted(pods.items, key=lambda p: p.metadata.creation_timestamp, reverse=True)
-        for pod in items:
-            msg, code = manifests.termination_message(self.api.sanitize_for_serialization(pod))
+        for pod in await self.job_pods(namespace, job_name):
+            msg, code = manifests.termination_message(pod)
             if msg or code is not None:
                 return msg, code
         return "", None

@@ -23,7 +23,7 @@ from cronlet._controller import kube, messages, workqueue
 from cronlet._controller.metrics import Metrics
 from cronlet._controller.store import Key, Store
 from cronlet._core import decision, manifests, model
-from cronlet._core.views import Event, Plan, TaskView
+from cronlet._core.views import Event, JobObservation, Plan, TaskView
 
 log = logging.getLogger("cronlet.reconciler")
 Clock = Callable[[], datetime]
@@ -120,14 +120,29 @@ class Reconciler:
             return
         self.metrics.reconciles.inc()
         view = manifests.task_view(body, known_handlers=self.known_handlers)
+        if view.status_problem is not None:
+            # Fail closed: without a status it can read, the decision would forget which due times it handled
+            # and take old Jobs for new results. Say so, and act again once the status is fixed or removed.
+            text = (
+                f"status cannot be read, so no run starts until it is fixed or removed: {view.status_problem}"
+            )
+            now = self.clock()
+            await self._event(view, Event("Warning", "StatusUnreadable", text), now)
+            await self._mark_not_ready(key, body, view, reason="StatusUnreadable", message=text)
+            self.wake_at(key, None)
+            return
         jobs = list(self.store.jobs.get(key, {}).values())
         found = await self.messages.for_task(view, jobs)
+        not_started = await self._why_not_started(view, jobs)
         now = self.clock()
-        plan = decision.plan(view, jobs, now=now, messages=found)
+        plan = decision.plan(view, jobs, now=now, messages=found, not_started=not_started)
         if not await self._create_jobs(key, body, view, plan, now):
             return
         if not await self._write_status(key, body, view, plan):
             return
+        # The next look is due whatever happens below: a failed delete or Event must not lose it.
+        self.wake_at(key, plan.wake_at)
+        self.metrics.track(key, plan)
         # Jobs are deleted only once the status that no longer needs them is written: deleting first and then
         # losing the write would make a finished run look like a vanished attempt, and retry it.
         for name in plan.delete:
@@ -135,8 +150,6 @@ class Reconciler:
             self.store.mark_deleting(key, name)
         for event in plan.events:
             await self._event(view, event, now)
-        self.metrics.track(key, plan)
-        self.wake_at(key, plan.wake_at)
 
     async def _create_jobs(
         self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan, now: datetime
@@ -183,10 +196,12 @@ class Reconciler:
                 key[0], key[1], patch, resource_version=body["metadata"]["resourceVersion"]
             )
         except kube.ApiFailure as exc:
-            if exc.status in (404, 409):
-                # Changed (or deleted, or recreated) since we read it: the watch event on its way brings the new
-                # version and another pass; the wake-up is only a safety net. Jobs already created are adopted
-                # by that pass.
+            if exc.status == 404:
+                await self._recheck(key)
+                return False
+            if exc.status == 409:
+                # Changed (or recreated) since we read it: the watch event on its way brings the new version and
+                # another pass; the wake-up is only a safety net. Jobs already created are adopted by that pass.
                 log.info("task %s/%s changed while reconciling; deciding again", *key)
                 self.wake_at(key, self.clock() + timedelta(seconds=1))
                 return False
@@ -195,6 +210,28 @@ class Reconciler:
             self.store.put_task(updated)
         self.metrics.record(key, plan)
         return True
+
+    async def _recheck(self, key: Key) -> None:
+        """The task was not found where the store has it: ask the API server, never wait for a DELETED event
+        (a watch gap loses them). Gone: forget it. There (recreated): decide again on what it is now."""
+        current = await self.kube.get_task(*key)
+        if current is None:
+            log.info("task %s/%s is gone; forgetting it", *key)
+            self.store.drop_task(key)
+            self.wake_at(key, None)
+            self.metrics.forget(key)
+            return
+        self.store.put_task(current)
+        self.wake_at(key, self.clock() + timedelta(seconds=1))
+
+    async def _why_not_started(self, view: TaskView, jobs: list[JobObservation]) -> dict[str, str]:
+        """For each attempt past its start limit: why its pod has not started (read only at that moment)."""
+        reasons: dict[str, str] = {}
+        for name in decision.overdue_starts(view, jobs, now=self.clock()):
+            pods = await self.kube.job_pods(view.namespace, name)
+            warnings = [] if pods else await self.kube.job_warnings(view.namespace, name)
+            reasons[name] = manifests.start_problem(pods=pods, warnings=warnings)
+        return reasons
 
     async def _mark_not_ready(
         self, key: Key, body: dict[str, Any], view: TaskView, *, reason: str, message: str

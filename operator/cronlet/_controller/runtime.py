@@ -20,7 +20,7 @@ from kopf._core.engines import peering
 from kubernetes import client, config
 
 from cronlet._common import handlerref
-from cronlet._controller import health, kube, metrics, reconciler
+from cronlet._controller import health, kube, listings, metrics, reconciler
 from cronlet._core import model
 
 log = logging.getLogger("cronlet")
@@ -57,6 +57,26 @@ def identity() -> peering.Identity:
     return peering.Identity(f"cronlet@{socket.gethostname()}/{os.getpid()}")
 
 
+def converge(sched: reconciler.Reconciler, listing: listings.Listing) -> None:
+    """A watch listed again: forget what the list did not return, and look again at the tasks concerned."""
+    store = sched.store
+    if listing.plural == model.PLURAL:
+        keys = store.converge_tasks(
+            namespace=listing.namespace, listed=listing.listed, list_version=listing.resource_version
+        )
+    elif listing.plural == "jobs":
+        keys = store.converge_jobs(
+            namespace=listing.namespace, listed=listing.listed, list_version=listing.resource_version
+        )
+    else:
+        return
+    if keys:
+        log.info(
+            "a new list of %s showed %d task(s) with objects deleted meanwhile", listing.plural, len(keys)
+        )
+    sched.touch_all(keys)
+
+
 def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     store = sched.store
@@ -69,17 +89,18 @@ def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> k
 
     # Index handlers run for every event *before* kopf lifts its initial-listing barrier, so the store holds
     # every task and every Job before the first decision is taken: a restart cannot mistake a Job it has not
-    # listed yet for a missing one.
+    # listed yet for a missing one. All handlers are `async def`: kopf runs plain `def` handlers in its thread
+    # pool, and the store and the work queue are the event loop's alone.
     @kopf.index(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
-    def tasks_seen(body: Any, **_: Any) -> None:
+    async def tasks_seen(body: Any, **_: Any) -> None:
         store.put_task(_raw(body))
 
     @kopf.index("batch", "v1", "jobs", labels={model.TASK_LABEL: kopf.PRESENT}, registry=registry)
-    def jobs_seen(body: Any, **_: Any) -> None:
+    async def jobs_seen(body: Any, **_: Any) -> None:
         store.put_job(_raw(body))
 
     @kopf.on.event(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
-    def task_event(type: str | None, body: Any, **_: Any) -> None:
+    async def task_event(type: str | None, body: Any, **_: Any) -> None:
         state.ready = True
         sched.metrics.ready.set(1)
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -88,7 +109,7 @@ def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> k
         sched.touch(key)
 
     @kopf.on.event("batch", "v1", "jobs", labels={model.TASK_LABEL: kopf.PRESENT}, registry=registry)
-    def job_event(type: str | None, body: Any, **_: Any) -> None:
+    async def job_event(type: str | None, body: Any, **_: Any) -> None:
         key = store.drop_job(_raw(body)) if type == "DELETED" else store.put_job(_raw(body))
         if key is not None:
             sched.touch(key)
@@ -112,7 +133,6 @@ async def run(opts: Options) -> None:
     api = load_kube_config(pool=threads)
     m = metrics.Metrics(per_task=opts.per_task_metrics)
     state = health.HealthState()
-    server = health.serve(metrics=m, health=state, port=opts.metrics_port)
     sched = reconciler.Reconciler(
         kube_api=kube.Kube(api, metrics=m),
         image=opts.executor_image,
@@ -120,7 +140,10 @@ async def run(opts: Options) -> None:
         known_handlers=frozenset(handlerref.registered()),
         workers=opts.workers,
     )
+    state.watch_workers(sched.queue.busy_since)
+    server = health.serve(metrics=m, health=state, port=opts.metrics_port)
     registry = build_registry(sched, state)
+    listings.install(lambda listing: converge(sched, listing))
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False  # Events are ours: only what a user must see
     settings.scanning.disabled = True  # no CRD/namespace watching needed: fewer permissions
@@ -138,6 +161,7 @@ async def run(opts: Options) -> None:
         m.ready.set(1)
 
     marker = asyncio.create_task(mark_ready())
+    heartbeat = asyncio.create_task(state.beat_forever(), name="cronlet-heartbeat")
     log.info(
         "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s",
         opts.namespaces or "all",
@@ -158,6 +182,7 @@ async def run(opts: Options) -> None:
         state.ready = False
         m.ready.set(0)
         marker.cancel()
+        heartbeat.cancel()
         await sched.stop()
         server.shutdown()
         api.close()

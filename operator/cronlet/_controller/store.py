@@ -1,7 +1,8 @@
 """The latest known state of every task and its Jobs, fed by the watches and by our own write responses.
 
 Keeps the newest copy of each object (by resourceVersion), so a late watch event never replaces what a
-write response already told us. Holds raw task bodies and the planner's view of each Job. No I/O.
+write response already told us. Holds raw task bodies and the planner's view of each Job. Converges to each
+list of a watch (``converge_tasks``, ``converge_jobs``): nothing relies on a DELETED event arriving. No I/O.
 """
 
 from __future__ import annotations
@@ -68,3 +69,38 @@ class Store:
         if name in jobs:
             old = jobs[name]
             jobs[name] = JobObservation(**{**old.__dict__, "deleting": True})
+
+    def converge_tasks(
+        self, *, namespace: str | None, listed: frozenset[Key], list_version: int
+    ) -> list[Key]:
+        """Drop the tasks a list did not return (in its namespace, or all for None) that are not newer than
+        the list; return their keys."""
+        gone = [
+            key
+            for key, body in self.tasks.items()
+            if (namespace is None or key[0] == namespace)
+            and key not in listed
+            and resource_version(body) <= list_version
+        ]
+        for key in gone:
+            self.drop_task(key)
+        return gone
+
+    def converge_jobs(
+        self, *, namespace: str | None, listed: frozenset[tuple[str, str]], list_version: int
+    ) -> list[Key]:
+        """Drop the Jobs a list did not return and that are not newer than it; return their tasks' keys."""
+        affected: list[Key] = []
+        for key, jobs in list(self.jobs.items()):
+            if namespace is not None and key[0] != namespace:
+                continue
+            for name in list(jobs):
+                ident = (key[0], name)
+                if ident not in listed and self.job_rv.get(ident, 0) <= list_version:
+                    del jobs[name]
+                    self.job_rv.pop(ident, None)
+                    if key not in affected:
+                        affected.append(key)
+            if not jobs:
+                del self.jobs[key]
+        return affected

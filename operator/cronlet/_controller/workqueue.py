@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -23,11 +24,12 @@ IDLE_WAIT = 3600.0  # seconds the timer loop sleeps with nothing scheduled (a ne
 
 
 class WorkQueue:
-    def __init__(self) -> None:
+    def __init__(self, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
-        self._processing: set[Key] = set()
+        self._processing: dict[Key, float] = {}  # key -> since when (monotonic)
         self._dirty: set[Key] = set()
+        self._monotonic = monotonic
         self.closed = False
 
     def touch(self, key: Key) -> None:
@@ -44,12 +46,12 @@ class WorkQueue:
         """The next key to handle; it counts as being handled until ``done(key)``."""
         key = await self._queue.get()
         self._queued.discard(key)
-        self._processing.add(key)
+        self._processing[key] = self._monotonic()
         return key
 
     def done(self, key: Key) -> None:
         """The worker finished ``key``; a touch that came meanwhile queues it again."""
-        self._processing.discard(key)
+        self._processing.pop(key, None)
         if key in self._dirty:
             self._dirty.discard(key)
             self.touch(key)
@@ -58,6 +60,10 @@ class WorkQueue:
     def busy(self) -> bool:
         """Whether a worker is handling a key now."""
         return bool(self._processing)
+
+    def busy_since(self) -> float | None:
+        """Since when (monotonic) the longest-held key is held; None when no worker holds one."""
+        return min(self._processing.values(), default=None)
 
     def __len__(self) -> int:
         return len(self._queued)

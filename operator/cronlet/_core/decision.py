@@ -47,8 +47,13 @@ def plan(
     *,
     now: datetime,
     messages: Mapping[str, str] | None = None,
+    not_started: Mapping[str, str] | None = None,
 ) -> Plan:
-    """Decide what to do for ``task`` at ``now``. ``messages`` maps finished Job names to handler messages."""
+    """Decide what to do for ``task`` at ``now``.
+
+    ``messages`` maps finished Job names to handler messages; ``not_started`` maps the Jobs that
+    ``overdue_starts`` named to why their pod has not started (``Reason: message``).
+    """
     now = now.astimezone(UTC)
     own = [j for j in jobs if j.owner_uid == task.uid]
     spec: TaskSpec | None = None
@@ -63,10 +68,11 @@ def plan(
         except validation.InvalidSpec:
             spec = None
 
-    work = _Pass(task, now=now, own=own, messages=messages or {})
+    work = _Pass(task, now=now, own=own, messages=messages or {}, not_started=not_started or {})
     token = task.status.last_run_now_token
     if spec is not None:
         work.adopt(spec)
+        work.after_reset()
         work.progress(spec)
     if spec is not None and sched is not None:
         token = work.run_now(spec)
@@ -90,11 +96,47 @@ def plan(
     )
 
 
+def start_limit(spec: TaskSpec) -> timedelta | None:
+    """How long an attempt may take to start (``spec.startTimeout``); None when the limit is off."""
+    limit = schedule.parse_duration(spec.start_timeout)
+    return limit if limit > timedelta(0) else None
+
+
+def overdue_starts(task: TaskView, jobs: Sequence[JobObservation], *, now: datetime) -> list[str]:
+    """Jobs of unfinished runs whose pod has not started within the start limit: the controller reads why
+    (their pods, or the Job's Events) and hands the reasons to ``plan`` as ``not_started``."""
+    try:
+        spec = validation.parse_spec(task.spec)
+        limit = start_limit(spec)
+    except (validation.InvalidSpec, ValueError):
+        return []
+    if limit is None:
+        return []
+    by_name = {j.name: j for j in jobs if j.owner_uid == task.uid}
+    overdue = []
+    for entry in task.status.active:
+        job = by_name.get(entry.job_name)
+        if (
+            job is not None
+            and job.state is JobState.ACTIVE
+            and not job.started
+            and job.created + limit <= now
+        ):
+            overdue.append(job.name)
+    return overdue
+
+
 class _Pass:
     """The scratch state of one planning pass; never escapes ``plan``."""
 
     def __init__(
-        self, task: TaskView, *, now: datetime, own: Sequence[JobObservation], messages: Mapping[str, str]
+        self,
+        task: TaskView,
+        *,
+        now: datetime,
+        own: Sequence[JobObservation],
+        messages: Mapping[str, str],
+        not_started: Mapping[str, str],
     ) -> None:
         old = task.status
         self.task = task
@@ -102,6 +144,7 @@ class _Pass:
         self.own = own
         self.by_name = {j.name: j for j in own}
         self.messages = messages
+        self.not_started = not_started
         self.active: list[ActiveRun] = list(old.active)
         self.counters: dict[str, int] = old.counters.model_dump()
         self.history: list[HistoryEntry] = []  # new entries, oldest first
@@ -117,6 +160,7 @@ class _Pass:
         self.next_due: datetime | None = None
         self.cursor = times.parse_optional(old.last_due_time)  # the most recent due time handled
         self.started: set[str] = set()  # run ids started by this pass
+        self.forgotten: list[JobObservation] = []  # finished Jobs a reset status knows nothing of
 
     def outcome(self, token: str | None) -> status.Outcome:
         return status.Outcome(
@@ -157,6 +201,13 @@ class _Pass:
             if self.last_schedule is not None and job.scheduled_time <= self.last_schedule:
                 continue  # an old run, already recorded (or trimmed from history)
             manual = naming.is_manual(job.run_id)
+            if not manual and self.cursor is not None and job.scheduled_time <= self.cursor:
+                continue  # its due time was handled (skipped, missed or run): never a new result
+            if self.cursor is None and job.state is not JobState.ACTIVE:
+                # No record at all, yet finished Jobs exist: the status was reset or lost. Do not record them
+                # again as new results (nor retry their failures); count due times from the newest of them.
+                self.forgotten.append(job)
+                continue
             if spec.concurrency_policy == "Replace" and self.active:
                 self._admit(spec, job.scheduled_time, "run-now" if manual else "due run")
                 by_run = {}
@@ -174,6 +225,21 @@ class _Pass:
             self.last_schedule = job.scheduled_time
             if not manual and (self.cursor is None or job.scheduled_time > self.cursor):
                 self.cursor = job.scheduled_time  # its due time is handled: do not start it again
+
+    def after_reset(self) -> None:
+        """A reset status with finished Jobs: record none of them again, catch up on nothing, say so once."""
+        if not self.forgotten:
+            return
+        newest = max(j.scheduled_time for j in self.forgotten)
+        self.last_schedule = max(self.last_schedule, newest) if self.last_schedule else newest
+        # Which due times ran since is unknown (the history limits may have pruned their Jobs): none is
+        # started late, none is recorded as missed. Counting continues from now.
+        self.cursor = max(self.cursor, self.now) if self.cursor else self.now
+        text = (
+            f"status has no record of {len(self.forgotten)} finished Job(s) of this task (status reset or lost): "
+            "they are not recorded again, and due times count on from now"
+        )
+        self.events.append(Event("Warning", "StatusReset", text))
 
     def progress(self, spec: TaskSpec) -> None:
         """Move each unfinished run along: running, finished, failed -> backoff -> next attempt."""
@@ -199,7 +265,12 @@ class _Pass:
             self.run_result = (False, "RetriesExhausted", text)
             return None
         job = self.by_name.get(entry.job_name)
+        if job is not None and job.state is JobState.ACTIVE and job.name in self.not_started:
+            return self._not_started(spec, entry, job)
         if job is not None and job.state is JobState.ACTIVE:
+            limit = start_limit(spec)
+            if not job.started and limit is not None:
+                self.wake.append(job.created + limit)  # nothing else wakes us if the pod never starts
             return entry
         if job is not None and job.state is JobState.SUCCEEDED:
             self.observations.append(AttemptFinished("Succeeded"))
@@ -230,6 +301,29 @@ class _Pass:
         text = _clip(text, EVENT_MESSAGE_LIMIT)
         self.events.append(Event("Warning", reason, text))
         self.run_result = (False, reason, text)
+        return None
+
+    def _not_started(self, spec: TaskSpec, entry: ActiveRun, job: JobObservation) -> ActiveRun | None:
+        """An attempt whose pod did not start within the start limit: a failed attempt, its Job deleted."""
+        why = self.not_started[job.name]
+        text = _clip(
+            f"attempt {entry.attempt} did not start within {spec.start_timeout}: {why}", MESSAGE_LIMIT
+        )
+        event = _clip(f"Job {job.name}: {text}", EVENT_MESSAGE_LIMIT)
+        self.events.append(Event("Warning", "AttemptNotStarted", event))
+        self._delete(job.name)  # its pod would go on waiting (or pulling) otherwise
+        self.observations.append(AttemptFinished("Failed"))
+        if entry.attempt <= spec.max_retries:
+            retry_at = self.now + self._backoff(spec, entry)
+            entry = entry.model_copy(update={"next_retry_time": times.rfc3339(retry_at)})
+            return self._retry_when_due(entry, retry_at)
+        self._finish(entry, "Failed", None, text)
+        summary = f"run of {entry.scheduled_time} failed after {entry.attempt} attempts: {text}"
+        summary = _clip(summary, EVENT_MESSAGE_LIMIT)
+        reason = "RetriesExhausted" if entry.attempt > 1 else "AttemptNotStarted"
+        self.run_result = (False, reason, summary)
+        if entry.attempt > 1:
+            self.events.append(Event("Warning", "RetriesExhausted", summary))
         return None
 
     def _backoff(self, spec: TaskSpec, entry: ActiveRun) -> timedelta:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -176,7 +176,50 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation | None:
         completion_time=completion,
         deleting=bool(meta.get("deletionTimestamp")),
         reason=reason,
+        started=state is not JobState.ACTIVE or _pod_has_run(status),
     )
+
+
+def _pod_has_run(status: Mapping[str, Any]) -> bool:
+    """Whether a pod of the Job is running or has run: the start limit stops counting then."""
+    uncounted = status.get("uncountedTerminatedPods") or {}
+    ended = (status.get("succeeded") or 0) + (status.get("failed") or 0) + sum(map(len, uncounted.values()))
+    return bool(status.get("ready") or ended)
+
+
+def start_problem(*, pods: Sequence[Mapping[str, Any]], warnings: Sequence[Mapping[str, Any]]) -> str:
+    """Why an attempt's pod has not started, as ``Reason: message`` a user can act on.
+
+    From the newest pod: a container waiting (ImagePullBackOff, ErrImagePull, CreateContainerConfigError, ...),
+    else the scheduler's verdict (Unschedulable). Without any pod, the Job controller's FailedCreate Event
+    says why its pods were refused.
+    """
+    for pod in pods:
+        status = pod.get("status") or {}
+        for container in [
+            *(status.get("initContainerStatuses") or []),
+            *(status.get("containerStatuses") or []),
+        ]:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") and waiting["reason"] != "PodInitializing":
+                return _reason_text(waiting["reason"], waiting.get("message") or "")
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return _reason_text(
+                    condition.get("reason") or "Unschedulable", condition.get("message") or ""
+                )
+        return _reason_text(
+            "NotStarted", f"pod {pod.get('metadata', {}).get('name', '')} is {status.get('phase')}"
+        )
+    refused = [e for e in warnings if e.get("reason") == "FailedCreate"]
+    if refused:
+        newest = max(refused, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return _reason_text("FailedCreate", newest.get("message") or "")
+    return _reason_text("FailedCreate", "the Job created no pod")
+
+
+def _reason_text(reason: str, message: str) -> str:
+    return f"{reason}: {' '.join(message.split())}" if message.strip() else reason
 
 
 def owned_by(job: Mapping[str, Any], uid: str) -> bool:
@@ -195,10 +238,7 @@ def task_key_of_job(body: Mapping[str, Any]) -> tuple[str, str] | None:
 def task_view(body: Mapping[str, Any], *, known_handlers: frozenset[str] | None) -> TaskView:
     meta = body.get("metadata") or {}
     raw_status = body.get("status") or {}
-    try:
-        status = TaskStatus.model_validate(raw_status)
-    except ValueError:
-        status = TaskStatus()  # unreadable status (edited by hand): start afresh rather than crash-loop
+    status, problem = read_status(raw_status)
     spec = body.get("spec") or {}
     return TaskView(
         namespace=meta.get("namespace", ""),
@@ -211,7 +251,28 @@ def task_view(body: Mapping[str, Any], *, known_handlers: frozenset[str] | None)
         run_now_token=(meta.get("annotations") or {}).get(model.RUN_NOW_ANNOTATION),
         known_handlers=known_handlers,
         default_image=not spec.get("image"),
+        status_problem=problem,
     )
+
+
+def read_status(raw: Mapping[str, Any]) -> tuple[TaskStatus, str | None]:
+    """The status as the decision needs it, or an empty one and what is wrong with it.
+
+    A status that does not read (edited by hand, written by another tool) must not be taken for an empty one:
+    the decision would then forget which due times it handled and adopt old Jobs as new results.
+    """
+    try:
+        status = TaskStatus.model_validate(raw)
+        for moment in (status.last_due_time, status.last_schedule_time, status.last_successful_time):
+            times.parse_optional(moment)
+        for run in status.active:
+            times.parse(run.scheduled_time)
+            times.parse_optional(run.start_time)
+            times.parse_optional(run.next_retry_time)
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()
+        return TaskStatus(), " ".join(first[:3])[:500]
+    return status, None
 
 
 def build_event(*, task: TaskView, event: Event, now: datetime, component: str) -> dict[str, Any]:

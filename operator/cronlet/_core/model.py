@@ -154,6 +154,17 @@ class TaskSpec(_Model):
             "failure."
         ),
     )
+    start_timeout: str = Field(
+        "10m",
+        alias="startTimeout",
+        pattern=DURATION_PATTERN,
+        description=(
+            "Limit on the time from an attempt's Job being created until its pod runs (scheduled, image pulled, "
+            "container started). An attempt that has not started by then fails with the reason "
+            "(Unschedulable, ImagePullBackOff, ErrImagePull, CreateContainerConfigError, FailedCreate, ...), its "
+            "Job is deleted, and it is retried like any failed attempt. 0s turns the limit off."
+        ),
+    )
     concurrency_policy: Literal["Allow", "Forbid", "Replace"] = Field(
         "Forbid",
         alias="concurrencyPolicy",

@@ -68,6 +68,7 @@ def compile_task(task: TaskView) -> tuple[TaskSpec, schedule.Schedule]:
         ("timeout", spec.timeout),
         ("backoff.initialDelay", spec.backoff.initial_delay),
         ("backoff.maxDelay", spec.backoff.max_delay),
+        ("startTimeout", spec.start_timeout),
     )
     for field, text in durations:
         if text is not None:

@@ -41,6 +41,7 @@ class JobObservation:
     completion_time: datetime | None = None
     deleting: bool = False
     reason: str = ""  # the Job condition's message, used when the pod left none
+    started: bool = True  # a pod of it has run (ready, or ended); False while it is pending or not created
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class TaskView:
     run_now_token: str | None = None
     known_handlers: frozenset[str] | None = None  # None: do not check short names
     default_image: bool = True
+    status_problem: str | None = None  # why the stored status cannot be read (then ``status`` is empty)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ class FakeKube:
         self.conflict = False
         self.created: list[str] = []
         self.deleted: list[str] = []
+        self.gone = False  # the task was deleted behind the store's back (a watch gap)
+        self.pods: dict[str, list[dict[str, Any]]] = {}
 
     async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         name = manifest["metadata"]["name"]
@@ -56,6 +58,8 @@ class FakeKube:
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str = ""
     ) -> dict[str, Any]:
+        if self.gone:
+            raise kube.ApiFailure(404, "scheduledtasks.cronlet.dev not found")
         if self.conflict:
             raise kube.ApiFailure(409, "the object has been modified")
         if self.fail_patch:
@@ -71,6 +75,15 @@ class FakeKube:
 
     async def attempt_result(self, namespace: str, job_name: str) -> tuple[str, int | None]:
         return "ok", 0
+
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None if self.gone else self.store.tasks.get((namespace, name))
+
+    async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        return self.pods.get(job_name, [])
+
+    async def job_warnings(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        return []
 
 
 def finish(body: dict[str, Any], ok: bool, at: datetime) -> dict[str, Any]:
@@ -185,5 +198,53 @@ def test_a_conflicting_status_write_is_dropped_and_decided_again() -> None:
         await s.reconcile(key)
         st = s.store.tasks[key]["status"]
         assert fk.created == [fk.created[0]] and len(st["active"]) == 1  # the Job made before is adopted
+
+    asyncio.run(go())
+
+
+def test_a_task_deleted_behind_the_stores_back_is_forgotten_at_its_next_write() -> None:
+    """No DELETED event came (a watch gap): the 404 of the status write makes the reconciler ask, and forget."""
+
+    async def go() -> None:
+        s, fk, clock = make({})
+        key = ("ns", "t")
+        fk.gone = True
+        clock[0] = T0 + timedelta(seconds=10.01)
+        await s.reconcile(key)  # creates the run's Job (its owner is gone: the GC removes it), then 404
+        assert key not in s.store.tasks
+        assert s.timers.pending(key) is None  # never woken again
+        created = list(fk.created)
+        clock[0] = T0 + timedelta(seconds=20.01)
+        await s.reconcile(key)
+        assert fk.created == created  # no further runs of a deleted task
+
+    asyncio.run(go())
+
+
+def test_an_attempt_past_its_start_limit_is_failed_with_the_pods_reason() -> None:
+    async def go() -> None:
+        s, fk, clock = make({"startTimeout": "5s", "maxRetries": 0})
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=10.01)
+        await s.reconcile(key)
+        name = fk.created[-1]
+        waiting = {"reason": "ErrImagePull", "message": "pull access denied"}
+        fk.pods[name] = [
+            {
+                "metadata": {"name": name + "-x"},
+                "status": {
+                    "phase": "Pending",
+                    "containerStatuses": [{"name": "executor", "state": {"waiting": waiting}}],
+                },
+            }
+        ]
+        # The fake API stamps every object with creationTimestamp T0, so the next pass (as the Job's ADDED
+        # event would start it) is already past the 5 s limit; when it comes is test_decision's business.
+        clock[0] = T0 + timedelta(seconds=10.02)
+        await s.reconcile(key)
+        status = s.store.tasks[key]["status"]
+        assert status["history"][0]["outcome"] == "Failed"
+        assert "ErrImagePull: pull access denied" in status["history"][0]["message"]
+        assert name in fk.deleted
 
     asyncio.run(go())

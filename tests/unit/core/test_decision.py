@@ -56,6 +56,7 @@ def job(
     deleting: bool = False,
     run_id: str | None = None,
     created: float | None = None,
+    started: bool = True,
 ) -> views.JobObservation:
     rid = run_id or naming.scheduled_run_id(at(run_at))
     return views.JobObservation(
@@ -69,6 +70,7 @@ def job(
         failure=failure,
         completion_time=at(done) if done is not None else None,
         deleting=deleting,
+        started=started,
     )
 
 
@@ -77,8 +79,9 @@ def step(
     jobs: Sequence[views.JobObservation],
     now: float,
     messages: dict[str, str] | None = None,
+    not_started: dict[str, str] | None = None,
 ) -> views.Plan:
-    return decision.plan(t, jobs, now=at(now), messages=messages)
+    return decision.plan(t, jobs, now=at(now), messages=messages, not_started=not_started)
 
 
 def then(t: views.TaskView, result: views.Plan, **changes: Any) -> views.TaskView:
@@ -408,6 +411,100 @@ def test_jobs_of_another_task_with_the_same_name_are_ignored() -> None:
     stranger = views.JobObservation(**{**job(10).__dict__, "owner_uid": "other-uid"})
     r = step(task(), [stranger], now=12)
     assert [c.scheduled_time for c in r.create] == [at(10)]
+
+
+# --------------------------------------------------------------------------- attempts that cannot start
+
+MINUTELY = {"schedule": "0 * * * * *", "startTimeout": "30s"}  # due at 60, 120, ...
+
+
+def test_a_pending_attempt_wakes_the_task_at_its_start_limit() -> None:
+    first = step(task(MINUTELY), [], now=60.01)
+    pending = job(60, started=False, created=60.01)
+    r = step(then(task(MINUTELY), first), [pending], now=62)
+    assert r.status.phase == "Running"
+    assert r.wake_at == at(90.01)  # before the next due time: nothing else would wake the task
+    waiting = then(task(MINUTELY), r)
+    assert decision.overdue_starts(waiting, [pending], now=at(90)) == []
+    assert decision.overdue_starts(waiting, [pending], now=at(90.01)) == [pending.name]
+
+
+def test_an_attempt_that_did_not_start_fails_with_its_reason_and_is_retried() -> None:
+    spec = {**MINUTELY, "maxRetries": 1, "backoff": {"initialDelay": "5s", "jitter": 0}}
+    first = step(task(spec), [], now=60.01)
+    pending = job(60, started=False, created=60.01)
+    why = 'ImagePullBackOff: Back-off pulling image "no-such-image:1"'
+    r = step(then(task(spec), first), [pending], now=91, not_started={pending.name: why})
+    assert r.delete == (pending.name,)  # the pod would go on pulling
+    assert r.status.phase == "Retrying"
+    assert r.status.active[0].next_retry_time == rfc3339(at(96))
+    assert [(e.type, e.reason) for e in r.events] == [("Warning", "AttemptNotStarted")]
+    assert "ImagePullBackOff" in r.events[0].message and "did not start within 30s" in r.events[0].message
+    retried = step(then(task(spec), r), [pending], now=96.5)
+    assert [c.attempt for c in retried.create] == [2]
+
+
+def test_an_attempt_that_did_not_start_without_retries_fails_the_run() -> None:
+    spec = {**MINUTELY, "maxRetries": 0}
+    first = step(task(spec), [], now=60.01)
+    pending = job(60, started=False, created=60.01)
+    r = step(
+        then(task(spec), first), [pending], now=91, not_started={pending.name: "Unschedulable: 0/1 nodes"}
+    )
+    assert r.status.phase == "Failed"
+    assert r.status.history[0].outcome == "Failed"
+    assert "Unschedulable: 0/1 nodes" in r.status.history[0].message
+    ready = {c.type: c for c in r.status.conditions}["LastRunSucceeded"]
+    assert (ready.status, ready.reason) == ("False", "AttemptNotStarted")
+    assert r.delete == (pending.name,)
+    nxt = step(then(task(spec), r), [], now=120.01)  # the next due run starts: Forbid no longer holds it back
+    assert len(nxt.create) == 1
+
+
+def test_a_started_attempt_is_never_overdue_and_zero_turns_the_limit_off() -> None:
+    first = step(task(MINUTELY), [], now=60.01)
+    running = job(60, started=True, created=60.01)
+    assert decision.overdue_starts(then(task(MINUTELY), first), [running], now=at(500)) == []
+    off = {**MINUTELY, "startTimeout": "0s"}
+    pending = job(60, started=False, created=60.01)
+    assert (
+        decision.overdue_starts(then(task(off), step(task(off), [], now=60.01)), [pending], now=at(5000))
+        == []
+    )
+
+
+# --------------------------------------------------------------------------- a status reset or unreadable
+
+
+def test_a_reset_status_does_not_record_old_jobs_again_nor_retry_them() -> None:
+    """Measured before the fix: an empty status plus three old Jobs recorded two old successes again and
+    created attempt 2 of a two-day-old run."""
+    day = 86400
+    old = [
+        job(10, state=views.JobState.SUCCEEDED, done=12),
+        job(20, state=views.JobState.SUCCEEDED, done=22),
+        job(30, state=views.JobState.FAILED, done=32, failure=views.Failure.RETRYABLE),
+    ]
+    r = step(task(), old, now=2 * day + 3)
+    assert r.create == ()  # neither attempt 2 of the failed run nor a catch-up run
+    assert r.status.history == []
+    assert r.status.counters.succeeded == 0 and r.status.counters.missed == 0
+    assert [(e.type, e.reason) for e in r.events] == [("Warning", "StatusReset")]
+    assert r.status.last_due_time == rfc3339(at(2 * day + 3))
+    nxt = step(then(task(), r), old, now=2 * day + 10.01)  # and the next due time runs as usual
+    assert len(nxt.create) == 1 and nxt.events == ()
+
+
+def test_a_job_running_when_the_status_was_lost_is_adopted() -> None:
+    r = step(task(), [job(10)], now=11)
+    assert r.status.active[0].job_name == job(10).name and r.create == ()
+    assert r.events == ()
+
+
+def test_a_finished_job_of_a_due_time_already_handled_is_never_adopted() -> None:
+    handled = TaskStatus.model_validate({"lastDueTime": rfc3339(at(20)), "lastScheduleTime": rfc3339(at(0))})
+    r = step(task(status=handled), [job(10, state=views.JobState.SUCCEEDED, done=12)], now=21)
+    assert r.status.history == [] and r.status.active == []
 
 
 # --------------------------------------------------------------------------- invalid specs

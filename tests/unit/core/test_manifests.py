@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from cronlet._core import manifests, model, naming, views
 
 T = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
@@ -191,3 +193,145 @@ def test_termination_message_is_read_from_the_executor_container() -> None:
         }
     }
     assert manifests.termination_message(raw) == ("OOMKilled", 137)
+
+
+# --------------------------------------------------------------------------- attempts that have not started
+
+
+def _job_with(status: dict[str, object]) -> dict[str, object]:
+    return {
+        "metadata": {
+            "name": "t-1-1",
+            "namespace": "ns",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {model.RUN_ID_LABEL: "1", model.ATTEMPT_LABEL: "1"},
+            "annotations": {model.SCHEDULED_TIME_ANNOTATION: "2026-01-01T00:00:00Z"},
+            "ownerReferences": [
+                {"apiVersion": model.API_VERSION, "kind": model.KIND, "name": "t", "uid": "u"}
+            ],
+        },
+        "status": status,
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "started"),
+    [
+        ({}, False),  # no pod yet, or refused
+        ({"active": 1}, False),  # pending: scheduled or not, pulling, creating
+        ({"active": 1, "ready": 0}, False),
+        ({"active": 1, "ready": 1}, True),  # running
+        ({"failed": 1}, True),  # ran and failed (the Job's Failed condition may come later)
+        ({"active": 1, "uncountedTerminatedPods": {"succeeded": ["p"]}}, True),
+    ],
+)
+def test_a_job_counts_as_started_once_a_pod_runs(status: dict[str, object], started: bool) -> None:
+    observed = manifests.observe_job(_job_with(status))
+    assert observed is not None and observed.started is started
+
+
+def _pod(status: dict[str, object]) -> dict[str, object]:
+    return {"metadata": {"name": "t-1-1-abcde"}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("pods", "warnings", "expected"),
+    [
+        (
+            [
+                _pod(
+                    {
+                        "phase": "Pending",
+                        "containerStatuses": [
+                            {
+                                "name": "executor",
+                                "state": {
+                                    "waiting": {
+                                        "reason": "ImagePullBackOff",
+                                        "message": 'Back-off pulling image "nope:1"',
+                                    }
+                                },
+                            }
+                        ],
+                    }
+                )
+            ],
+            [],
+            'ImagePullBackOff: Back-off pulling image "nope:1"',
+        ),
+        (
+            [
+                _pod(
+                    {
+                        "phase": "Pending",
+                        "containerStatuses": [
+                            {
+                                "name": "executor",
+                                "state": {
+                                    "waiting": {
+                                        "reason": "CreateContainerConfigError",
+                                        "message": "container has runAsNonRoot and image will run as root",
+                                    }
+                                },
+                            }
+                        ],
+                    }
+                )
+            ],
+            [],
+            "CreateContainerConfigError: container has runAsNonRoot and image will run as root",
+        ),
+        (
+            [
+                _pod(
+                    {
+                        "phase": "Pending",
+                        "conditions": [
+                            {
+                                "type": "PodScheduled",
+                                "status": "False",
+                                "reason": "Unschedulable",
+                                "message": "0/1 nodes are available:\n 1 Insufficient cpu.",
+                            }
+                        ],
+                    }
+                )
+            ],
+            [],
+            "Unschedulable: 0/1 nodes are available: 1 Insufficient cpu.",
+        ),
+        (
+            [],
+            [
+                {
+                    "reason": "FailedCreate",
+                    "message": "pods is forbidden: violates PodSecurity",
+                    "lastTimestamp": "x",
+                }
+            ],
+            "FailedCreate: pods is forbidden: violates PodSecurity",
+        ),
+        ([], [], "FailedCreate: the Job created no pod"),
+        ([_pod({"phase": "Pending"})], [], "NotStarted: pod t-1-1-abcde is Pending"),
+    ],
+)
+def test_why_an_attempt_has_not_started(
+    pods: list[dict[str, object]], warnings: list[dict[str, object]], expected: str
+) -> None:
+    assert manifests.start_problem(pods=pods, warnings=warnings) == expected
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"lastDueTime": "yesterday"},
+        {"active": [{"jobName": "t-1-1", "scheduledTime": "2026-01-01T00:00:00", "attempt": 1}]},  # no offset
+        {"counters": {"runs": "many"}},
+        {"phase": "Exploded"},
+    ],
+)
+def test_an_unreadable_status_is_reported_not_taken_for_an_empty_one(status: dict[str, object]) -> None:
+    body = {**_job_with({}), "spec": {}, "status": status}
+    view = manifests.task_view(body, known_handlers=None)
+    assert view.status_problem
+    assert manifests.task_view({**body, "status": {}}, known_handlers=None).status_problem is None

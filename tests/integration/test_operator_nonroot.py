@@ -10,16 +10,35 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kit import OperatorProcess, Tasks, outcomes, stopped
+from kit import ROOT, OperatorProcess, Tasks, outcomes, stopped
 
 pytestmark = pytest.mark.cluster
 
 UID = 65532  # the Dockerfile's USER and the chart's runAsUser
+
+
+@pytest.fixture
+def reachable_checkout() -> Iterator[None]:
+    """Let the unprivileged uid traverse the directories above the checkout (and read nothing else there).
+
+    A checkout under a 0700 directory (``mktemp -d``, as a CI clone may be) cannot be imported from by
+    another uid. Only the search bit is added, to the directories that lack it, and taken away afterwards.
+    """
+    changed: list[tuple[Path, int]] = []
+    for directory in [ROOT, *ROOT.parents]:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+            changed.append((directory, stat.S_IMODE(mode)))
+    yield
+    for directory, mode in changed:
+        directory.chmod(mode)
 
 
 @pytest.fixture
@@ -32,6 +51,7 @@ def private_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.usefixtures("reachable_checkout")
 def test_the_operator_runs_as_a_uid_without_a_passwd_entry(
     operator_process: OperatorProcess, kubeconfig: str, tasks: Tasks, private_dir: Path
 ) -> None:

@@ -22,6 +22,7 @@ from prometheus_client import (
     process_collector,
 )
 
+from cronlet._common import times
 from cronlet._core.views import AttemptFinished, Plan, RetryStarted, RunFinished
 
 Key = tuple[str, str]
@@ -74,6 +75,12 @@ class Metrics:
         self.active = Gauge(
             "cronlet_runs_active", "Unfinished runs (running or waiting to retry).", list(task), registry=r
         )
+        self.oldest_run = Gauge(
+            "cronlet_oldest_run_start_time_seconds",
+            "Start time (Unix seconds) of the oldest unfinished run; 0 when none is unfinished.",
+            list(task),
+            registry=r,
+        )
         self.tasks = Gauge("cronlet_tasks", "ScheduledTasks by phase.", ["namespace", "phase"], registry=r)
         self.missed = Counter(
             "cronlet_missed_runs_total",
@@ -101,6 +108,7 @@ class Metrics:
         self.reconciles = Counter("cronlet_reconciles_total", "Reconcile passes over one task.", registry=r)
         self._phases: dict[Key, str] = {}
         self._active: dict[Key, int] = {}
+        self._oldest: dict[Key, float] = {}
         if not per_task:
             self.start_series()
 
@@ -156,11 +164,16 @@ class Metrics:
             self.tasks.labels(key[0], phase).inc()
             self._phases[key] = phase
         active = len(plan.status.active)
+        starts = [times.parse(a.start_time).timestamp() for a in plan.status.active if a.start_time]
+        oldest = min(starts, default=0.0)
         if self.per_task:
             self.active.labels(*key).set(active)
+            self.oldest_run.labels(*key).set(oldest)
         else:
             self._active[key] = active
             self.active.set(sum(self._active.values()))
+            self._oldest[key] = oldest
+            self.oldest_run.set(min((t for t in self._oldest.values() if t), default=0.0))
 
     def forget(self, key: Key) -> None:
         """A task is gone: drop it from the gauges."""
@@ -170,6 +183,10 @@ class Metrics:
         if self.per_task:
             with contextlib.suppress(KeyError):
                 self.active.remove(*key)
+            with contextlib.suppress(KeyError):
+                self.oldest_run.remove(*key)
         else:
             self._active.pop(key, None)
             self.active.set(sum(self._active.values()))
+            self._oldest.pop(key, None)
+            self.oldest_run.set(min((t for t in self._oldest.values() if t), default=0.0))

@@ -111,16 +111,26 @@ class Kube:
                 raise AlreadyExists(existing) from exc
             raise ApiFailure(exc.status or 0, api_message(exc)) from exc
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, *, uid: str = "") -> None:
+        """Delete a Job (its pods in the background), only if it is still the object with ``uid``: a Job
+        created again under the same name since is left alone."""
+        options = client.V1DeleteOptions(
+            propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid) if uid else None
+        )
         try:
             await self._call(
                 "delete",
                 "jobs",
                 lambda: self.batch.delete_namespaced_job(
-                    name, namespace, propagation_policy="Background", _request_timeout=self.timeouts
+                    name, namespace, body=options, _request_timeout=self.timeouts
                 ),
             )
         except ApiException as exc:
+            if exc.status == 409:
+                log.info(
+                    "Job %s/%s is another object now (uid precondition); not deleting it", namespace, name
+                )
+                return
             if exc.status != 404:
                 raise ApiFailure(exc.status or 0, api_message(exc)) from exc
 

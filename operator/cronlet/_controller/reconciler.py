@@ -8,6 +8,12 @@ key's next wake-up from the plan.
 A key is handled by one worker at a time (``WorkQueue``), so two decisions about one task never race. The
 store is updated from our own write responses at once, so the next decision never reads an older state than
 the one we wrote.
+
+The order of writes fences a replica with a stale view: the status write comes first and claims each new
+attempt in ``status.active`` under a resourceVersion precondition; Jobs are created only after that write
+won. A stale replica's write gets 409 Conflict and it creates nothing, even where the Job's name (the old
+lock) is free again because history limits, a TTL or a person deleted that Job. Deletes carry the Job's uid
+as a precondition, and only Jobs the task owns are deleted.
 """
 
 from __future__ import annotations
@@ -136,17 +142,30 @@ class Reconciler:
         not_started = await self._why_not_started(view, jobs)
         now = self.clock()
         plan = decision.plan(view, jobs, now=now, messages=found, not_started=not_started)
-        if not await self._create_jobs(key, body, view, plan, now):
+        written = await self._write_status(key, body, view, plan)
+        if written is None:
             return
-        if not await self._write_status(key, body, view, plan):
+        if plan.create and written is body:
+            # Every attempt to create is claimed in the new status: an unchanged status means a planner bug,
+            # and creating without a won write would undo the fencing.
+            log.error("%s/%s: Jobs to create without a status write; not creating them", *key)
+            return
+        if not await self._create_jobs(key, written, view, plan, now):
             return
         # The next look is due whatever happens below: a failed delete or Event must not lose it.
         self.wake_at(key, plan.wake_at)
         self.metrics.track(key, plan)
         # Jobs are deleted only once the status that no longer needs them is written: deleting first and then
         # losing the write would make a finished run look like a vanished attempt, and retry it.
+        owned = self.store.jobs.get(key, {})
         for name in plan.delete:
-            await self.kube.delete_job(key[0], name)
+            job = owned.get(name)
+            if job is None:
+                # Not a Job of this task that we know of (status.active can be written by anyone allowed to
+                # patch the status): never delete it on that say-so.
+                log.warning("%s/%s: not deleting Job %s: it is not one of the task's Jobs", *key, name)
+                continue
+            await self.kube.delete_job(key[0], name, uid=job.uid)
             self.store.mark_deleting(key, name)
         for event in plan.events:
             await self._event(view, event, now)
@@ -182,12 +201,15 @@ class Reconciler:
                 self.store.put_job(created)
         return True
 
-    async def _write_status(self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan) -> bool:
-        """The one status write of the pass (only if it changed); False when the task changed meanwhile."""
+    async def _write_status(
+        self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan
+    ) -> dict[str, Any] | None:
+        """The one status write of the pass (only if it changed): the task as written (``body`` itself when
+        nothing changed), or None when the task changed meanwhile and nothing may follow."""
         new_status = model.dump(plan.status)
         old_status = body.get("status") or {}
         if new_status == old_status:
-            return True
+            return body
         patch: dict[str, Any] = dict(new_status)
         for gone in set(old_status) - set(new_status):
             patch[gone] = None  # a merge patch removes a field only when told to
@@ -198,18 +220,19 @@ class Reconciler:
         except kube.ApiFailure as exc:
             if exc.status == 404:
                 await self._recheck(key)
-                return False
+                return None
             if exc.status == 409:
-                # Changed (or recreated) since we read it: the watch event on its way brings the new version and
-                # another pass; the wake-up is only a safety net. Jobs already created are adopted by that pass.
+                # Changed (or recreated) since we read it, or another replica wrote first: nothing of this plan
+                # may be carried out. The watch event on its way brings the new version and another pass; the
+                # wake-up is only a safety net.
                 log.info("task %s/%s changed while reconciling; deciding again", *key)
                 self.wake_at(key, self.clock() + timedelta(seconds=1))
-                return False
+                return None
             raise
         if updated.get("metadata", {}).get("uid") == view.uid:
             self.store.put_task(updated)
         self.metrics.record(key, plan)
-        return True
+        return updated
 
     async def _recheck(self, key: Key) -> None:
         """The task was not found where the store has it: ask the API server, never wait for a DELETED event

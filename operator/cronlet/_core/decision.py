@@ -39,6 +39,10 @@ from cronlet._core.views import (
 MESSAGE_LIMIT = 1024  # characters of a handler's message kept in history
 EVENT_MESSAGE_LIMIT = 1000
 DEADLINE_GRACE = 1.0  # seconds added to startingDeadlineSeconds for wake-up latency
+# An attempt claimed in status whose Job is not there: within this time of its claim it was not created yet
+# (the operator stopped, or the create failed, between the claim and the create) and is claimed and created
+# again; later, its Job is taken to have disappeared (deleted before the operator saw it finish).
+CLAIM_GRACE = timedelta(seconds=60)
 
 
 def plan(
@@ -278,6 +282,9 @@ class _Pass:
             self.last_success = job.completion_time or self.now
             self.run_result = (True, "Succeeded", f"run of {entry.scheduled_time} succeeded")
             return None
+        claimed = times.parse_optional(entry.claim_time)
+        if job is None and claimed is not None and self.now - claimed < CLAIM_GRACE:
+            return self._claim_again(entry)
         # Failed, or the Job is gone before we saw it finish (deleted by hand, or lost).
         self.observations.append(AttemptFinished("Failed"))
         if job is None:
@@ -326,6 +333,15 @@ class _Pass:
             self.events.append(Event("Warning", "RetriesExhausted", summary))
         return None
 
+    def _claim_again(self, entry: ActiveRun) -> ActiveRun:
+        """Claimed but not created (yet): claim it anew, so that the create again follows a write of ours."""
+        scheduled = times.parse(entry.scheduled_time)
+        manual = naming.is_manual(entry.run_id)
+        self.create.append(
+            JobToCreate(run_id=entry.run_id, attempt=entry.attempt, scheduled_time=scheduled, manual=manual)
+        )
+        return entry.model_copy(update={"claim_time": times.rfc3339(self.now)})
+
     def _backoff(self, spec: TaskSpec, entry: ActiveRun) -> timedelta:
         return schedule.backoff_delay(
             failed_attempt=entry.attempt,
@@ -361,6 +377,7 @@ class _Pass:
                 "job_name": naming.job_name(self.task.name, entry.run_id, attempt),
                 "attempt": attempt,
                 "next_retry_time": None,
+                "claim_time": times.rfc3339(self.now),
             }
         )
 
@@ -510,6 +527,7 @@ class _Pass:
                 attempt=1,
                 run_id=run_id,
                 start_time=times.rfc3339(self.now),
+                claim_time=times.rfc3339(self.now),
             )
         )
         self.counters["runs"] += 1

@@ -177,6 +177,7 @@ def observe_job(body: Mapping[str, Any]) -> JobObservation | None:
         deleting=bool(meta.get("deletionTimestamp")),
         reason=reason,
         started=state is not JobState.ACTIVE or _pod_has_run(status),
+        uid=meta.get("uid") or "",
     )
 
 

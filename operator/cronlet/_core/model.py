@@ -224,6 +224,14 @@ class ActiveRun(_Model):
         alias="nextRetryTime",
         description=("Set while the run waits out a backoff: when the next attempt starts (RFC 3339)."),
     )
+    claim_time: str | None = Field(
+        None,
+        alias="claimTime",
+        description=(
+            "When this attempt was claimed (RFC 3339): the operator writes the attempt here before it creates "
+            "its Job, so a replica with a stale view, whose write is refused, creates nothing."
+        ),
+    )
 
 
 class HistoryEntry(_Model):

@@ -42,6 +42,7 @@ class JobObservation:
     deleting: bool = False
     reason: str = ""  # the Job condition's message, used when the pod left none
     started: bool = True  # a pod of it has run (ready, or ended); False while it is pending or not created
+    uid: str = ""  # the Job's own uid: deletes carry it as a precondition
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ def test_alive_while_the_loop_beats_and_no_worker_is_stuck() -> None:
 
 
 class HangingKube:
-    """An API whose Job creates never answer (a half-open connection without timeouts)."""
+    """An API whose writes never answer (a half-open connection without timeouts)."""
 
-    async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -71,7 +71,7 @@ def test_a_worker_stuck_in_a_call_makes_the_operator_not_alive() -> None:
         state.watch_workers(sched.queue.busy_since)
         beating = asyncio.create_task(state.beat_forever())
         sched.start()
-        sched.touch(("ns", "t"))  # due at 0:00:10: the worker creates its Job, and the create hangs
+        sched.touch(("ns", "t"))  # due at 0:00:10: the worker claims the run, and the write hangs
         await asyncio.sleep(0.5)
         problem = state.problem()
         beating.cancel()

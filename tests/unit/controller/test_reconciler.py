@@ -49,7 +49,7 @@ class FakeKube:
         self.created.append(name)
         return body
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_job(self, namespace: str, name: str, *, uid: str = "") -> None:
         body = self.jobs.pop(name, None)
         self.deleted.append(name)
         if body is not None:
@@ -246,5 +246,87 @@ def test_an_attempt_past_its_start_limit_is_failed_with_the_pods_reason() -> Non
         assert status["history"][0]["outcome"] == "Failed"
         assert "ErrImagePull: pull access denied" in status["history"][0]["message"]
         assert name in fk.deleted
+
+    asyncio.run(go())
+
+
+class Server:
+    """A minimal API server for two replicas: resourceVersion preconditions on status writes, derived-name
+    Jobs, deletes. Each replica has its own store, fed only by its own write responses (a stale view)."""
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.task = task
+        self.rv = int(task["metadata"]["resourceVersion"])
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.created: list[str] = []
+
+    def client(self) -> Any:
+        server = self
+
+        class Client(FakeKube):
+            async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+                name = manifest["metadata"]["name"]
+                if name in server.jobs:
+                    raise kube.AlreadyExists(server.jobs[name])
+                server.rv += 1
+                meta = {
+                    **manifest["metadata"],
+                    "resourceVersion": str(server.rv),
+                    "uid": f"job-{server.rv}",
+                    "creationTimestamp": times.rfc3339(T0),
+                }
+                server.jobs[name] = {**manifest, "metadata": meta}
+                server.created.append(name)
+                return server.jobs[name]
+
+            async def delete_job(self, namespace: str, name: str, *, uid: str = "") -> None:
+                if name in server.jobs and (not uid or server.jobs[name]["metadata"]["uid"] == uid):
+                    del server.jobs[name]
+
+            async def patch_status(
+                self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str = ""
+            ) -> dict[str, Any]:
+                if resource_version != server.task["metadata"]["resourceVersion"]:
+                    raise kube.ApiFailure(409, "the object has been modified")
+                status = {
+                    k: v for k, v in {**(server.task.get("status") or {}), **patch}.items() if v is not None
+                }
+                server.rv += 1
+                server.task = {
+                    **server.task,
+                    "status": status,
+                    "metadata": {**server.task["metadata"], "resourceVersion": str(server.rv)},
+                }
+                return server.task
+
+        return Client
+
+
+def test_a_replica_with_a_stale_view_creates_nothing_once_the_job_is_gone() -> None:
+    """Fencing, not the Job name: replica A runs the due time, records it and prunes its Job (history limit
+    0); replica B, paused meanwhile, wakes with its old view. The Job's name is free again, yet B's claim
+    write is refused (409) and it creates nothing."""
+
+    async def go() -> None:
+        a, _, clock = make({"successfulJobsHistoryLimit": 0})
+        b, _, _ = make({"successfulJobsHistoryLimit": 0})
+        b.clock = a.clock
+        server = Server(dict(a.store.tasks[("ns", "t")]))
+        a.kube = server.client()(a.store)  # type: ignore[assignment]
+        b.kube = server.client()(b.store)  # type: ignore[assignment]
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=10.01)
+        await a.reconcile(key)  # A claims the run of :10 and creates its Job
+        name = server.created[0]
+        done = finish(server.jobs[name], True, T0 + timedelta(seconds=11))
+        server.jobs[name] = done
+        a.store.put_job(done)
+        clock[0] = T0 + timedelta(seconds=11.5)
+        await a.reconcile(key)  # A records the success and deletes the Job
+        assert name not in server.jobs
+        clock[0] = T0 + timedelta(seconds=12)
+        await b.reconcile(key)  # B's view: the task at its first version, no Jobs, the run of :10 due
+        assert server.created == [name], f"a stale replica created {server.created[1:]}"
+        assert server.task["status"]["counters"]["succeeded"] == 1
 
     asyncio.run(go())

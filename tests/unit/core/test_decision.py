@@ -224,11 +224,24 @@ def test_timeout_is_a_retryable_failure_with_a_clear_message() -> None:
 
 
 def test_a_job_that_vanished_counts_as_a_failed_attempt() -> None:
-    t = task({"maxRetries": 0})
-    r = step(t, [], now=10)
-    r = step(then(t, r), [], now=11)
+    # Past the claim grace: the Job was created and is gone now (deleted before its end was seen).
+    t = task({"schedule": "@hourly", "maxRetries": 0})
+    r = step(t, [], now=3600)
+    r = step(then(t, r), [], now=3600 + decision.CLAIM_GRACE.total_seconds() + 1)
     assert r.status.history[0].outcome == "Failed"
     assert "disappeared" in r.status.history[0].message
+
+
+def test_a_claimed_attempt_without_its_job_is_claimed_and_created_again() -> None:
+    """The operator stopped (or the create failed) between the claim write and the create: within the claim
+    grace the same attempt is claimed anew, so the create again follows a status write that won."""
+    t = task({"schedule": "@hourly", "maxRetries": 0})
+    first = step(t, [], now=3600)
+    assert first.status.active[0].claim_time == rfc3339(at(3600))
+    again = step(then(t, first), [], now=3630)
+    assert again.create == first.create  # the same run and attempt: the same Job name
+    assert again.status.active[0].claim_time == rfc3339(at(3630))  # a changed status: the claim is written
+    assert again.status.history == [] and again.status.counters.runs == 1
 
 
 def test_jitter_is_deterministic_so_a_replan_gives_the_same_retry_time() -> None:

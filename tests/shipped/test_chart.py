@@ -117,6 +117,9 @@ def test_defaults_render_a_cluster_wide_operator() -> None:
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            "PodDisruptionBudget",
+            "Role",  # leader election, in the release namespace
+            "RoleBinding",
             "Service",
             "ServiceAccount",
         ]
@@ -135,8 +138,11 @@ def test_namespaces_give_a_role_per_namespace_and_nothing_cluster_wide() -> None
     docs = render("--set", "namespaces={team-a,team-b}")
     assert not of_kind(docs, "ClusterRole")
     assert not of_kind(docs, "ClusterRoleBinding")
-    assert sorted(role["metadata"]["namespace"] for role in of_kind(docs, "Role")) == ["team-a", "team-b"]
-    bindings = of_kind(docs, "RoleBinding")
+    task_roles = [r for r in of_kind(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
+    assert sorted(role["metadata"]["namespace"] for role in task_roles) == ["team-a", "team-b"]
+    bindings = [
+        b for b in of_kind(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-leader-election")
+    ]
     assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"]["kind"] == "Role"
@@ -146,10 +152,16 @@ def test_namespaces_give_a_role_per_namespace_and_nothing_cluster_wide() -> None
 
 
 @pytest.mark.binaries
-def test_deployment_runs_one_operator_with_probes_on_the_metrics_port() -> None:
+def test_deployment_runs_two_electing_replicas_with_probes_on_the_metrics_port() -> None:
     deployment = one(render(), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread[0]["topologyKey"] == "kubernetes.io/hostname"
+    assert spread[0]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert set(selector) == {
         "app.kubernetes.io/name",
@@ -165,6 +177,13 @@ def test_deployment_runs_one_operator_with_probes_on_the_metrics_port() -> None:
         {"name": "CRONLET_METRICS_PORT", "value": "8080"},
         {"name": "CRONLET_LOG_FORMAT", "value": "json"},
         {"name": "CRONLET_PER_TASK_METRICS", "value": "true"},
+        {"name": "CRONLET_LEADER_ELECT", "value": "true"},
+        {"name": "CRONLET_LEADER_ELECT_LEASE_DURATION", "value": "15s"},
+        {"name": "CRONLET_LEADER_ELECT_RENEW_DEADLINE", "value": "10s"},
+        {"name": "CRONLET_LEADER_ELECT_RETRY_PERIOD", "value": "2s"},
+        {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAME", "value": "cronlet"},
+        {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAMESPACE", "value": NAMESPACE},
+        {"name": "CRONLET_LEADER_ELECT_IDENTITY", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
@@ -192,6 +211,13 @@ def test_values_reach_the_operator_environment() -> None:
         {"name": "CRONLET_METRICS_PORT", "value": "9090"},
         {"name": "CRONLET_LOG_FORMAT", "value": "text"},
         {"name": "CRONLET_PER_TASK_METRICS", "value": "false"},
+        {"name": "CRONLET_LEADER_ELECT", "value": "true"},
+        {"name": "CRONLET_LEADER_ELECT_LEASE_DURATION", "value": "15s"},
+        {"name": "CRONLET_LEADER_ELECT_RENEW_DEADLINE", "value": "10s"},
+        {"name": "CRONLET_LEADER_ELECT_RETRY_PERIOD", "value": "2s"},
+        {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAME", "value": "cronlet"},
+        {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAMESPACE", "value": NAMESPACE},
+        {"name": "CRONLET_LEADER_ELECT_IDENTITY", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "CRONLET_WORKERS", "value": "8"},
     ]
     assert container["ports"][0]["containerPort"] == 9090
@@ -210,8 +236,18 @@ def test_operator_cli_reads_the_environment_the_chart_sets(monkeypatch: pytest.M
         "metrics.perTaskMetrics=false,logFormat=text",
     )
     for variable in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if "valueFrom" in variable:  # filled in by the kubelet: the pod's name
+            assert variable["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+            monkeypatch.setenv(variable["name"], "cronlet-abc-123")
+            continue
         monkeypatch.setenv(variable["name"], variable["value"])
     args = cli.parser().parse_args(["operator"])
+    assert args.leader_elect is True
+    assert (args.leader_elect_lease_duration, args.leader_elect_renew_deadline) == (15.0, 10.0)
+    assert args.leader_elect_retry_period == 2.0
+    assert args.leader_elect_resource_name == RELEASE
+    assert args.leader_elect_resource_namespace == NAMESPACE
+    assert args.leader_elect_identity == "cronlet-abc-123"
     assert (args.namespace or args.env_namespaces) == ["team-a", "team-b"]
     assert args.executor_image == "handlers:9"
     assert args.metrics_port == 9090
@@ -359,7 +395,20 @@ def test_crd_is_rendered_with_keep_policy_and_can_be_left_out() -> None:
 def test_rbac_is_least_privilege(values: list[str]) -> None:
     docs = render(*values)
     roles = of_kind(docs, "ClusterRole") + of_kind(docs, "Role")
+    election = [r for r in roles if r["metadata"]["name"].endswith("-leader-election")]
+    roles = [r for r in roles if r not in election]
     assert roles
+    # Leader election: the one Lease, in the release namespace only.
+    assert [r["metadata"]["namespace"] for r in election] == [NAMESPACE]
+    assert election[0]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [RELEASE],
+            "verbs": ["get", "update"],
+        },
+    ]
     for role in roles:
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
@@ -498,3 +547,25 @@ def test_every_values_key_is_in_the_schema() -> None:
             check(child, node["properties"][key], f"{path}{key}.")
 
     check(values, schema, "")
+
+
+@pytest.mark.binaries
+def test_a_disruption_budget_keeps_one_replica_and_one_replica_needs_no_election() -> None:
+    budget = one(render(), "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    single = render("--set", "replicaCount=1,leaderElection.enabled=false")
+    assert of_kind(single, "PodDisruptionBudget") == []
+    deployment = one(single, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CRONLET_LEADER_ELECT"] == "false" and "CRONLET_LEADER_ELECT_IDENTITY" not in env
+    assert not [r for r in of_kind(single, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+
+
+@pytest.mark.binaries
+def test_two_replicas_without_election_are_refused() -> None:
+    result = helm(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", "leaderElection.enabled=false"
+    )
+    assert result.returncode != 0
+    assert "needs leaderElection.enabled" in result.stderr

@@ -93,3 +93,8 @@ Least privilege: named verbs and resources only, never "*".
 true
 {{- end }}
 {{- end }}
+
+{{/* The Lease the replicas elect a leader on. */}}
+{{- define "cronlet.leaseName" -}}
+{{- .Values.leaderElection.resourceName | default (include "cronlet.fullname" .) -}}
+{{- end -}}

@@ -10,11 +10,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cronlet import sdk
 from cronlet._common import logs
+
+_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def _env(name: str, default: str) -> str:
@@ -34,6 +38,26 @@ def _setup_logging(fmt: str) -> None:
     root.setLevel(logging.INFO)
     logging.getLogger("kopf").setLevel(logging.WARNING)  # kopf's per-event chatter is not ours to show
     logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)
+
+
+def _duration(text: str | float) -> float:
+    """A duration flag (15s, 500ms, 1m) in seconds."""
+    if isinstance(text, float):
+        return text
+    from cronlet._core import schedule
+
+    try:
+        return schedule.parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _own_namespace() -> str:
+    """The pod's namespace (its service account's), else ``default``."""
+    try:
+        return Path(_SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +94,53 @@ def parser() -> argparse.ArgumentParser:
     op.add_argument(
         "--workers", type=int, default=int(_env("WORKERS", "8")), help="tasks reconciled at once (default 8)"
     )
+    election = op.add_argument_group(
+        "leader election",
+        "kube-controller-manager's flags: one replica acts, the others wait as warm standbys",
+    )
+    election.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("LEADER_ELECT", True),
+        help="elect a leader on a Lease before acting (default on; --no-leader-elect for one replica only)",
+    )
+    for flag, env, default, what in (
+        (
+            "lease-duration",
+            "LEASE_DURATION",
+            "15s",
+            "how long a standby waits, after the leader's last renew it saw, before it takes over",
+        ),
+        (
+            "renew-deadline",
+            "RENEW_DEADLINE",
+            "10s",
+            "the leader stops acting when it could not renew for this long",
+        ),
+        ("retry-period", "RETRY_PERIOD", "2s", "how often to try to acquire or renew"),
+    ):
+        election.add_argument(
+            f"--leader-elect-{flag}",
+            type=_duration,
+            default=_env(f"LEADER_ELECT_{env}", default),
+            metavar="DURATION",
+            help=f"{what} (default {default})",
+        )
+    election.add_argument(
+        "--leader-elect-resource-name",
+        default=_env("LEADER_ELECT_RESOURCE_NAME", "cronlet"),
+        help="name of the Lease (default cronlet)",
+    )
+    election.add_argument(
+        "--leader-elect-resource-namespace",
+        default=_env("LEADER_ELECT_RESOURCE_NAMESPACE", ""),
+        help="namespace of the Lease (default: the pod's own namespace, else default)",
+    )
+    election.add_argument(
+        "--leader-elect-identity",
+        default=_env("LEADER_ELECT_IDENTITY", ""),
+        help="this replica's name in the Lease (default: the host name, which is the pod's name)",
+    )
     op.set_defaults(env_namespaces=env_ns)
     sub.add_parser("crd", help="print the ScheduledTask CRD")
     return p
@@ -82,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(crd.render())
         return 0
-    from cronlet._controller import runtime
+    from cronlet._controller import election, runtime
 
     _setup_logging(args.log_format)
     opts = runtime.Options(
@@ -92,7 +163,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=args.log_format,
         per_task_metrics=args.per_task_metrics,
         workers=args.workers,
+        leader_elect=args.leader_elect,
+        election=election.Settings(
+            name=args.leader_elect_resource_name,
+            namespace=args.leader_elect_resource_namespace or _own_namespace(),
+            identity=args.leader_elect_identity or socket.gethostname(),
+            lease_duration=_duration(args.leader_elect_lease_duration),
+            renew_deadline=_duration(args.leader_elect_renew_deadline),
+            retry_period=_duration(args.leader_elect_retry_period),
+        ),
     )
+    if not opts.election.retry_period < opts.election.renew_deadline < opts.election.lease_duration:
+        print(
+            "cronlet: want --leader-elect-retry-period < --leader-elect-renew-deadline < "
+            "--leader-elect-lease-duration",
+            file=sys.stderr,
+        )
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runtime.run(opts))
     return 0

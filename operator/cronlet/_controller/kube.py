@@ -61,6 +61,7 @@ class Kube:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.coordination = client.CoordinationV1Api(api)
         self.metrics = metrics
         self.timeouts = timeouts
 
@@ -215,6 +216,62 @@ class Kube:
                 return None
             raise ApiFailure(exc.status or 0, api_message(exc)) from exc
         return dict(found)
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease as JSON, or None when it does not exist."""
+        try:
+            lease = await self._call(
+                "get",
+                "leases",
+                lambda: self.coordination.read_namespaced_lease(
+                    name, namespace, _request_timeout=self.timeouts
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise ApiFailure(exc.status or 0, api_message(exc)) from exc
+        result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
+        return result
+
+    async def write_lease(
+        self, namespace: str, name: str, spec: dict[str, Any], *, resource_version: str
+    ) -> dict[str, Any] | None:
+        """Create the Lease (no ``resource_version``) or replace the version read; None when another
+        writer came first (409 Conflict, or AlreadyExists)."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                **({"resourceVersion": resource_version} if resource_version else {}),
+            },
+            "spec": spec,
+        }
+        try:
+            if resource_version:
+                lease = await self._call(
+                    "update",
+                    "leases",
+                    lambda: self.coordination.replace_namespaced_lease(
+                        name, namespace, body, field_manager=FIELD_MANAGER, _request_timeout=self.timeouts
+                    ),
+                )
+            else:
+                lease = await self._call(
+                    "create",
+                    "leases",
+                    lambda: self.coordination.create_namespaced_lease(
+                        namespace, body, field_manager=FIELD_MANAGER, _request_timeout=self.timeouts
+                    ),
+                )
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise ApiFailure(exc.status or 0, api_message(exc)) from exc
+        result: dict[str, Any] = self.api.sanitize_for_serialization(lease)
+        return result
 
     async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         """The pods of one Job, as plain JSON, newest first."""

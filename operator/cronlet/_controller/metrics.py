@@ -105,6 +105,9 @@ class Metrics:
             "1 once the operator has listed its resources and schedules.",
             registry=r,
         )
+        self.leader = Gauge(
+            "cronlet_leader", "1 while this replica holds the lease and acts; 0 on a standby.", registry=r
+        )
         self.reconciles = Counter("cronlet_reconciles_total", "Reconcile passes over one task.", registry=r)
         self._phases: dict[Key, str] = {}
         self._active: dict[Key, int] = {}

@@ -51,6 +51,7 @@ class Reconciler:
         known_handlers: frozenset[str] | None,
         clock: Clock = utcnow,
         workers: int = 4,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kube = kube_api
         self.image = image
@@ -62,6 +63,7 @@ class Reconciler:
         self.timers = workqueue.Timers()
         self.messages = messages.MessageCache(self._read_message)
         self.n_workers = workers
+        self.leading = leading  # only the leader acts; a standby keeps its store warm and waits
         self._failures: dict[Key, int] = {}
         self._loops: list[asyncio.Task[None]] = []
 
@@ -119,6 +121,8 @@ class Reconciler:
     # ------------------------------------------------------------------ one task
 
     async def reconcile(self, key: Key) -> None:
+        if not self.leading():
+            return  # a standby; on becoming the leader every task is looked at (runtime touches them all)
         body = self.store.tasks.get(key)
         if body is None:
             self.wake_at(key, None)
@@ -142,6 +146,8 @@ class Reconciler:
         not_started = await self._why_not_started(view, jobs)
         now = self.clock()
         plan = decision.plan(view, jobs, now=now, messages=found, not_started=not_started)
+        if not self.leading():
+            return  # the lease lapsed while we read: write nothing
         written = await self._write_status(key, body, view, plan)
         if written is None:
             return

@@ -20,7 +20,7 @@ from kopf._core.engines import peering
 from kubernetes import client, config
 
 from cronlet._common import handlerref
-from cronlet._controller import health, kube, listings, metrics, reconciler
+from cronlet._controller import election, health, kube, listings, metrics, reconciler
 from cronlet._core import model
 
 log = logging.getLogger("cronlet")
@@ -34,6 +34,8 @@ class Options:
     log_format: str = "text"
     per_task_metrics: bool = True
     workers: int = 8
+    leader_elect: bool = True
+    election: election.Settings = field(default_factory=election.Settings)
 
 
 def load_kube_config(*, pool: int = 16) -> client.ApiClient:
@@ -133,13 +135,25 @@ async def run(opts: Options) -> None:
     api = load_kube_config(pool=threads)
     m = metrics.Metrics(per_task=opts.per_task_metrics)
     state = health.HealthState()
+    adapter = kube.Kube(api, metrics=m)
     sched = reconciler.Reconciler(
-        kube_api=kube.Kube(api, metrics=m),
+        kube_api=adapter,
         image=opts.executor_image,
         metrics=m,
         known_handlers=frozenset(handlerref.registered()),
         workers=opts.workers,
     )
+    elector: election.Elector | None = None
+    if opts.leader_elect:
+
+        def lead() -> None:
+            m.leader.set(1)
+            sched.touch_all(list(sched.store.tasks))  # a warm store: every task is looked at now
+
+        elector = election.Elector(adapter, opts.election, on_lead=lead, on_lose=lambda: m.leader.set(0))
+        sched.leading = elector.leading
+    else:
+        m.leader.set(1)
     state.watch_workers(sched.queue.busy_since)
     server = health.serve(metrics=m, health=state, port=opts.metrics_port)
     registry = build_registry(sched, state)
@@ -157,16 +171,21 @@ async def run(opts: Options) -> None:
     async def mark_ready() -> None:
         await ready_flag.wait()
         await asyncio.sleep(0.5)
-        state.ready = True
+        state.ready = True  # ready as the leader or as a warm standby: both have listed everything
         m.ready.set(1)
+        if elector is not None:
+            # Only once everything is listed: a new leader must not mistake a Job it has not seen yet for a
+            # missing one.
+            await elector.run()
 
     marker = asyncio.create_task(mark_ready())
     heartbeat = asyncio.create_task(state.beat_forever(), name="cronlet-heartbeat")
     log.info(
-        "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s",
+        "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s leader-elect=%s",
         opts.namespaces or "all",
         opts.executor_image,
         opts.metrics_port,
+        f"{opts.election.namespace}/{opts.election.name} as {opts.election.identity}" if elector else "off",
     )
     try:
         await kopf.operator(
@@ -184,6 +203,8 @@ async def run(opts: Options) -> None:
         marker.cancel()
         heartbeat.cancel()
         await sched.stop()
+        if elector is not None:
+            await elector.release()  # after the last write: a standby takes over at its next round
         server.shutdown()
         api.close()
         log.info("cronlet operator stopped")

@@ -22,14 +22,14 @@ def _api_calls() -> list[ast.Call]:
     for node in ast.walk(ast.parse(SOURCE.read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             owner = node.func.value
-            if isinstance(owner, ast.Attribute) and owner.attr in ("batch", "core", "custom"):
+            if isinstance(owner, ast.Attribute) and owner.attr in ("batch", "core", "custom", "coordination"):
                 calls.append(node)
     return calls
 
 
 def test_every_request_carries_a_timeout() -> None:
     calls = _api_calls()
-    assert len(calls) >= 8
+    assert len(calls) >= 11
     missing = [
         f"line {c.lineno}: {ast.unparse(c.func)}"
         for c in calls

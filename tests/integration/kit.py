@@ -10,15 +10,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from helpers import wait_for
-from kubernetes import client
+from kubernetes import client, watch
 
 from localkube.ports import free_port
 
@@ -273,3 +275,48 @@ def sleep_until(t: datetime) -> None:
     delay = (t - now()).total_seconds()
     if delay > 0:
         time.sleep(delay)
+
+
+class JobRecorder:
+    """Every Job ADDED in a namespace, by name, with the uids and creation times seen: a watch in a thread.
+
+    A name ADDED with two uids is a Job created twice (a duplicate the derived name did not prevent)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.uids: dict[str, set[str]] = defaultdict(set)
+        self.created: dict[str, datetime] = {}
+        self._api = api
+        self._namespace = namespace
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        batch = client.BatchV1Api(self._api)
+        version = batch.list_namespaced_job(self._namespace).metadata.resource_version
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            for event in stream.stream(
+                batch.list_namespaced_job,
+                self._namespace,
+                resource_version=version,
+                timeout_seconds=5,
+                allow_watch_bookmarks=False,
+            ):
+                job = event["object"]
+                version = job.metadata.resource_version
+                if event["type"] == "ADDED":
+                    self.uids[job.metadata.name].add(job.metadata.uid)
+                    self.created.setdefault(job.metadata.name, job.metadata.creation_timestamp)
+                if self._stop.is_set():
+                    stream.stop()
+
+    def __enter__(self) -> JobRecorder:
+        self._thread.start()
+        return self
+
+    def duplicates(self) -> dict[str, set[str]]:
+        return {name: uids for name, uids in self.uids.items() if len(uids) > 1}
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)

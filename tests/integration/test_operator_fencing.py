@@ -10,57 +10,17 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kit import OperatorProcess, Tasks
-from kubernetes import client, watch
+from kit import JobRecorder, OperatorProcess, Tasks
+from kubernetes import client
 
 pytestmark = pytest.mark.cluster
 
 CHAOS_SECONDS = 45
-
-
-class JobRecorder:
-    """Every Job ADDED in a namespace, by name, with the uids seen: a watch in a thread."""
-
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self.uids: dict[str, set[str]] = defaultdict(set)
-        self._api = api
-        self._namespace = namespace
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        batch = client.BatchV1Api(self._api)
-        version = batch.list_namespaced_job(self._namespace).metadata.resource_version
-        while not self._stop.is_set():
-            stream = watch.Watch()
-            for event in stream.stream(
-                batch.list_namespaced_job,
-                self._namespace,
-                resource_version=version,
-                timeout_seconds=5,
-                allow_watch_bookmarks=False,
-            ):
-                job = event["object"]
-                version = job.metadata.resource_version
-                if event["type"] == "ADDED":
-                    self.uids[job.metadata.name].add(job.metadata.uid)
-                if self._stop.is_set():
-                    stream.stop()
-
-    def __enter__(self) -> JobRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
 
 
 @pytest.fixture
@@ -107,9 +67,8 @@ def test_two_operators_frozen_at_random_never_create_a_job_twice(
         for name in names:
             tasks.settle(name)
         time.sleep(2)  # the watch's last events
-    duplicates = {name: uids for name, uids in recorder.uids.items() if len(uids) > 1}
     assert len(recorder.uids) >= 20, f"too few runs to prove anything: {len(recorder.uids)}"
-    assert duplicates == {}, f"Jobs created twice: {duplicates}"
+    assert recorder.duplicates() == {}, f"Jobs created twice: {recorder.duplicates()}"
     for name in names:
         status = tasks.status(name)
         recorded = status["counters"]["succeeded"] + status["counters"]["failed"]

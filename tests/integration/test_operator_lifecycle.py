@@ -80,7 +80,8 @@ def test_history_limits_trim_status_and_delete_old_jobs(tasks: Tasks) -> None:
 def test_deleting_a_task_deletes_its_jobs(tasks: Tasks) -> None:
     tasks.create("short-lived", {"schedule": "*/2 * * * * *", "handler": "echo"})
     tasks.wait_status("short-lived", lambda s: s.get("counters", {}).get("runs", 0) >= 1, timeout=30)
-    assert tasks.jobs("short-lived")
+    # The run is claimed in status before its Job is created: wait for the Job.
+    wait_for(lambda: tasks.jobs("short-lived"), timeout=15, message="the run's Job was not created")
     tasks.delete("short-lived")
     wait_for(lambda: tasks.jobs("short-lived") == [], timeout=30, message="Jobs of a deleted task remain")
 

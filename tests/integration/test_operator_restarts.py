@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from helpers import wait_for
 from kit import OperatorProcess, Tasks, now, outcomes, sleep_until, stopped, ts
 
 from cronlet._core import schedule
@@ -81,8 +82,12 @@ def test_without_deadline_only_the_most_recent_missed_run_starts(
         down = now()
         sleep_until(down + timedelta(seconds=7))
     st = tasks.wait_status("catchup", lambda s: s.get("counters", {}).get("missed", 0) >= 1, timeout=20)
-    during = sorted(d for d in map(ts, _dues(tasks, "catchup")) if d > down + timedelta(seconds=1))
-    assert during, "nothing started after the restart"
+    # The status write claims the run before its Job is created (claim, then create): wait for the Job.
+    wait_for(
+        lambda: [d for d in map(ts, _dues(tasks, "catchup")) if d > down + timedelta(seconds=1)],
+        timeout=15,
+        message="nothing started after the restart",
+    )
     missed = next(h for h in st["history"] if h["outcome"] == "Missed")
     assert "only the most recent is started" in missed["message"]
 

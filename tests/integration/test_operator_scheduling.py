@@ -39,6 +39,8 @@ def test_interval_runs_at_creation_plus_n_intervals(tasks: Tasks) -> None:
     body = tasks.create("every4", {"interval": "4s", "handler": "echo", "concurrencyPolicy": "Allow"})
     created = ts(body["metadata"]["creationTimestamp"])
     tasks.wait_status("every4", lambda s: s.get("counters", {}).get("runs", 0) >= 2, timeout=30)
+    # Runs are claimed in status before their Jobs are created: wait for both Jobs.
+    wait_for(lambda: len(tasks.jobs("every4")) >= 2, timeout=15, message="the second run's Job")
     dues = sorted(ts(j.metadata.annotations["cronlet.dev/scheduled-time"]) for j in tasks.jobs("every4"))
     assert dues[0] == created + timedelta(seconds=4)
     assert dues[1] == created + timedelta(seconds=8)

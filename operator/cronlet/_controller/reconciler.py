@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -149,6 +150,7 @@ class Reconciler:
         if not self.leading():
             return  # the lease lapsed while we read: write nothing
         written = await self._write_status(key, body, view, plan)
+        claimed_at = time.monotonic()
         if written is None:
             return
         if plan.create and written is body:
@@ -156,7 +158,7 @@ class Reconciler:
             # and creating without a won write would undo the fencing.
             log.error("%s/%s: Jobs to create without a status write; not creating them", *key)
             return
-        if not await self._create_jobs(key, written, view, plan, now):
+        if not await self._create_jobs(key, written, view, plan, now, claimed_at=claimed_at):
             return
         # The next look is due whatever happens below: a failed delete or Event must not lose it.
         self.wake_at(key, plan.wake_at)
@@ -177,13 +179,19 @@ class Reconciler:
             await self._event(view, event, now)
 
     async def _create_jobs(
-        self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan, now: datetime
+        self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan, now: datetime, *, claimed_at: float
     ) -> bool:
         """Create the plan's Jobs; False when the pass must end here without an error (namespace going away)."""
         for run in plan.create:
             assert plan.spec is not None
             manifest = manifests.build_job(task=view, spec=plan.spec, run=run, image=self.image)
             name = manifest["metadata"]["name"]
+            if time.monotonic() - claimed_at > decision.CREATE_WINDOW.total_seconds():
+                # Paused between our claim and this create (GC, SIGSTOP, a slow API): another replica may
+                # have claimed the attempt anew by now. Create nothing; the next pass decides again.
+                log.warning("%s/%s: not creating Job %s: its claim is too old now", *key, name)
+                self.wake_at(key, self.clock())
+                return False
             try:
                 created = await self.kube.create_job(manifest)
                 lag = max(0.0, (self.clock() - run.scheduled_time).total_seconds())

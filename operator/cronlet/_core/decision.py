@@ -39,9 +39,15 @@ from cronlet._core.views import (
 MESSAGE_LIMIT = 1024  # characters of a handler's message kept in history
 EVENT_MESSAGE_LIMIT = 1000
 DEADLINE_GRACE = 1.0  # seconds added to startingDeadlineSeconds for wake-up latency
-# An attempt claimed in status whose Job is not there: within this time of its claim it was not created yet
-# (the operator stopped, or the create failed, between the claim and the create) and is claimed and created
-# again; later, its Job is taken to have disappeared (deleted before the operator saw it finish).
+# An attempt claimed in status whose Job is not there (yet). Whoever claimed it creates its Job at once after
+# the claim write, and only within CREATE_WINDOW of it (the controller checks, by its monotonic clock). So:
+# - younger than RECLAIM_AFTER: its claimant may still be creating it; wait (never create it beside them);
+# - then, up to CLAIM_GRACE: not created (the claimant stopped, or the create failed): claim it anew, with a
+#   write of our own, and create it;
+# - older: its Job was created and has disappeared (deleted before its end was seen): a failed attempt.
+# RECLAIM_AFTER leaves CREATE_WINDOW plus a margin for the replicas' clocks (claimTime is wall time).
+CREATE_WINDOW = timedelta(seconds=5)
+RECLAIM_AFTER = timedelta(seconds=15)
 CLAIM_GRACE = timedelta(seconds=60)
 
 
@@ -283,6 +289,9 @@ class _Pass:
             self.run_result = (True, "Succeeded", f"run of {entry.scheduled_time} succeeded")
             return None
         claimed = times.parse_optional(entry.claim_time)
+        if job is None and claimed is not None and self.now - claimed < RECLAIM_AFTER:
+            self.wake.append(claimed + RECLAIM_AFTER)  # its claimant may still create it: do not race them
+            return entry
         if job is None and claimed is not None and self.now - claimed < CLAIM_GRACE:
             return self._claim_again(entry)
         # Failed, or the Job is gone before we saw it finish (deleted by hand, or lost).

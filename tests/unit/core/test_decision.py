@@ -244,6 +244,17 @@ def test_a_claimed_attempt_without_its_job_is_claimed_and_created_again() -> Non
     assert again.status.history == [] and again.status.counters.runs == 1
 
 
+def test_a_fresh_claim_without_its_job_is_left_to_its_claimant() -> None:
+    """Its claimant may be about to create it (it does so within CREATE_WINDOW of its write): a second
+    replica creating it too would run the attempt twice. Wait until RECLAIM_AFTER instead."""
+    t = task({"schedule": "@hourly", "maxRetries": 0})
+    first = step(t, [], now=3600)
+    soon = step(then(t, first), [], now=3605)
+    assert soon.create == () and soon.status.history == []
+    assert soon.wake_at == at(3600) + decision.RECLAIM_AFTER
+    assert decision.RECLAIM_AFTER > decision.CREATE_WINDOW
+
+
 def test_jitter_is_deterministic_so_a_replan_gives_the_same_retry_time() -> None:
     t = task({"backoff": {"initialDelay": "10s", "jitter": 0.5}})
     r = step(t, [], now=10)

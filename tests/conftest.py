@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 import urllib.parse
 import warnings
 from collections.abc import Callable, Generator, Iterator
@@ -31,7 +32,7 @@ from localkube import kubelet as localkube_kubelet
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-CLUSTER_FIXTURES = frozenset({"cluster", "kubeconfig", "kube", "kubectl", "namespace"})
+CLUSTER_FIXTURES = frozenset({"cluster", "kubeconfig", "kube", "kubectl", "namespace", "restart_server"})
 _START_KEY = pytest.StashKey[str]()
 
 
@@ -97,6 +98,31 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
             fake.stop()
     finally:
         control_plane.stop()
+
+
+Restart = Callable[[str], float]
+
+
+@pytest.fixture(scope="session")
+def restart_server(cluster: LocalCluster) -> Restart:
+    """``restart_server("kube-apiserver" | "etcd")``: restart that server of the session's cluster in place
+    (same ports and data); the seconds until it answered again. A reused cluster is asked through
+    ``python -m localkube restart``."""
+
+    def restart(name: str) -> float:
+        if cluster.control_plane is not None:
+            return cluster.control_plane.restart(name)
+        done = subprocess.run(
+            [sys.executable, "-m", "localkube", "restart", name],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, f"localkube restart {name}: {done.stdout}{done.stderr}"
+        return float(done.stdout.split()[1])
+
+    return restart
 
 
 @pytest.fixture(scope="session")

@@ -192,8 +192,18 @@ def test_helm_install_creates_every_rendered_object_without_pod_security_warning
 ) -> None:
     rendered = [doc for doc in yaml.safe_load_all(installed.manifest) if doc]
     kinds = sorted(doc["kind"] for doc in rendered)
-    # Namespaced mode: nothing cluster-wide, and no CRD (crds.install=false).
-    assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"], kinds
+    # Namespaced mode: nothing cluster-wide, and no CRD (crds.install=false). Two Roles: the tasks' namespace,
+    # and leader election's Lease in the release namespace.
+    assert kinds == [
+        "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "Role",
+        "RoleBinding",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ], kinds
     # Every template sets its namespace; one that did not would be looked up (and missed) in "default".
     stored = json.loads(kubectl("get", "-f", "-", "-o", "json", stdin=installed.manifest).stdout)
     found = {
@@ -204,8 +214,10 @@ def test_helm_install_creates_every_rendered_object_without_pod_security_warning
         for doc in rendered
     }
     assert found == expected
-    roles = {ns for kind, ns, _ in found if kind in ("Role", "RoleBinding")}
-    assert roles == {installed.tasks_namespace}
+    roles = {
+        (ns, name.endswith("-leader-election")) for kind, ns, name in found if kind in ("Role", "RoleBinding")
+    }
+    assert roles == {(installed.tasks_namespace, False), (installed.release_namespace, True)}
     # The namespace warns on restricted violations: the API server would have sent one for the Deployment.
     assert "PodSecurity" not in installed.output, installed.output
     # No operator pod: it would run here as a second operator, with the fake kubelet's admin credentials.

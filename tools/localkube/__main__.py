@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from localkube import binaries, cluster, kubelet, procs
+from localkube import binaries, cluster, control, kubelet, procs
 
 log = logging.getLogger("localkube")
 
@@ -46,13 +46,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     down = commands.add_parser("down", help="stop the cluster started by `up`")
     down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait before SIGKILL")
     env = commands.add_parser("env", help="print the export line of the running cluster")
-    for command in (up, down, env):
+    restart = commands.add_parser("restart", help="restart one server of the running cluster in place")
+    restart.add_argument("server", choices=["apiserver", "kube-apiserver", "etcd"])
+    for command in (up, down, env, restart):
         command.add_argument("--state-file", type=Path, default=default_state_file())
     args = parser.parse_args(argv)
     if args.command == "up":
         return _up(args.state_file, kubelet.Mode(args.mode))
     if args.command == "down":
         return _down(args.state_file, timeout=args.timeout)
+    if args.command == "restart":
+        return _restart(args.state_file, args.server)
     return _env(args.state_file)
 
 
@@ -98,6 +102,7 @@ def _up(state_file: Path, mode: kubelet.Mode) -> int:
                     logs,
                 )
                 log.info("Ctrl-C here or `python -m localkube down` elsewhere stops it")
+                control.serve(control_plane.dir, control_plane.restart)
                 return _watch(control_plane)
     except KeyboardInterrupt:
         log.info("stopped")
@@ -147,6 +152,16 @@ def _down(state_file: Path, *, timeout: float) -> int:
     state_file.unlink(missing_ok=True)
     print(f"localkube (pid {state.pid}) stopped")
     return 0
+
+
+def _restart(state_file: Path, server: str) -> int:
+    running = _running(state_file)
+    if running is None:
+        print("no localkube running; start one with: python -m localkube up", file=sys.stderr)
+        return 1
+    answer = control.request_restart(Path(running.dir), server)
+    print(answer)
+    return 0 if answer.startswith("ok") else 1
 
 
 def _env(state_file: Path) -> int:

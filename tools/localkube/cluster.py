@@ -80,6 +80,7 @@ class Cluster:
         self._stop_grace = stop_grace
         self._keep = keep if keep is not None else os.environ.get("LOCALKUBE_KEEP", "") not in ("", "0")
         self._processes: list[procs.Process] = []
+        self._restarting: set[str] = set()  # servers being restarted on purpose (not dead)
         self._dir: Path | None = None
         self._data_dir: Path | None = None
         self._pki: pki.Pki | None = None
@@ -133,7 +134,7 @@ class Cluster:
 
     def dead_processes(self) -> list[str]:
         """Names of servers that have exited, for a launcher that watches its cluster."""
-        return [p.name for p in self._processes if not p.alive()]
+        return [p.name for p in self._processes if not p.alive() and p.name not in self._restarting]
 
     def __enter__(self) -> Cluster:
         return self.start()
@@ -282,6 +283,43 @@ class Cluster:
     def _launch(self, name: str, binary: Path, *args: str) -> None:
         process = procs.start(name, [str(binary), *args], log=self.dir / f"{name}.log")
         self._processes.append(process)
+
+    # -- fault injection -------------------------------------------------------------------------------
+
+    def restart(self, name: str, *, timeout: float = 60.0) -> float:
+        """Restart one server in place (same binary, flags, ports and data) while the rest stays up; return
+        the seconds until it answered again. ``name``: ``kube-apiserver`` (or ``apiserver``) or ``etcd``.
+
+        For tests of what clients of a real cluster live through: an apiserver restart (every watch breaks,
+        resourceVersions may be too old: 410 Gone, re-lists) and an etcd restart (the apiserver answers 5xx
+        until etcd is back).
+        """
+        wanted = {"apiserver": "kube-apiserver"}.get(name, name)
+        if wanted not in ("kube-apiserver", "etcd"):
+            raise ValueError(f"cannot restart {name!r}: only kube-apiserver and etcd")
+        index = next((i for i, p in enumerate(self._processes) if p.name == wanted), None)
+        if index is None:
+            raise RuntimeError(f"{wanted} is not running in this cluster")
+        old = self._processes[index]
+        argv = [str(arg) for arg in old.popen.args][len(procs.die_with_parent()) :]  # type: ignore[union-attr]
+        began = time.monotonic()
+        self._restarting.add(wanted)
+        try:
+            procs.stop([old], grace=self._stop_grace)
+            self._processes[index] = procs.start(wanted, argv, log=old.log)
+        finally:
+            self._restarting.discard(wanted)
+        deadline = began + timeout
+        if wanted == "etcd":
+            port = int(next(a for a in argv if a.startswith("--listen-client-urls=")).rsplit(":", 1)[1])
+            self._wait(lambda: _etcd_healthy(port), "etcd /health after its restart", deadline)
+        client = rest.Client(self.credentials, timeout=5.0)
+        self._wait(
+            lambda: client.get_text("/readyz").strip() == "ok", f"/readyz after restarting {wanted}", deadline
+        )
+        took = time.monotonic() - began
+        log.info("restarted %s in %.1f s", wanted, took)
+        return took
 
     def _wait(self, check: Callable[[], bool], what: str, deadline: float) -> None:
         while True:

@@ -1,0 +1,76 @@
+"""Watch gaps on the real control plane: objects deleted while the operator was not watching.
+
+The operator is frozen (SIGSTOP) while the API server restarts (its watch cache starts anew, so the
+operator's watches resume with a resourceVersion that is too old: 410 Gone, and kopf lists again) and while
+a task and a running Job are deleted: their DELETED events are never delivered. Before the store converged to
+each re-list, the deleted task went on being scheduled and the deleted Job stayed "active" for ever.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime
+
+import pytest
+from helpers import wait_for
+from kit import JobRecorder, OperatorProcess, Tasks
+from kubernetes import client
+
+pytestmark = pytest.mark.cluster
+
+
+def _frozen(op: OperatorProcess, frozen: bool) -> None:
+    assert op.proc is not None
+    os.killpg(op.proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+
+def test_a_task_and_a_job_deleted_across_an_api_server_restart_leave_no_ghost(
+    tasks: Tasks, operator: OperatorProcess, kube: client.ApiClient, restart_server: object
+) -> None:
+    tasks.create("doomed", {"schedule": "*/2 * * * * *", "handler": "echo", "concurrencyPolicy": "Allow"})
+    tasks.create("long", {"schedule": "*/2 * * * * *", "handler": "sleep", "parameters": {"seconds": 300}})
+    tasks.wait_status("doomed", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=30)
+    running = wait_for(
+        lambda: [j for j in tasks.jobs("long") if not j.status.succeeded],
+        timeout=30,
+        message="no running Job of 'long'",
+    )[0]
+    with JobRecorder(kube, tasks.ns) as recorder:
+        _frozen(operator, True)
+        try:
+            took = restart_server("kube-apiserver")  # type: ignore[operator]
+            tasks.delete("doomed")
+            client.BatchV1Api(kube).delete_namespaced_job(
+                running.metadata.name, tasks.ns, propagation_policy="Background"
+            )
+            wait_for(
+                lambda: running.metadata.name not in {j.metadata.name for j in tasks.jobs("long")},
+                timeout=30,
+                message="the Job was not deleted",
+            )
+        finally:
+            _frozen(operator, False)
+        resumed = datetime.now(UTC)
+        print(f"kube-apiserver restarted in {took:.1f} s")
+        # No ghost runs of the deleted task: nothing of it is created once the operator has caught up.
+        time.sleep(8)
+        late = [n for n, t in recorder.created.items() if n.startswith("doomed-") and t >= resumed]
+        assert late == [], f"runs of a deleted task: {late}"
+
+        # No stuck Running: the deleted Job no longer counts as the run's active attempt.
+        def converged() -> bool:
+            status = tasks.status("long")
+            alive = {(j.metadata.name, j.metadata.uid) for j in tasks.jobs("long")}
+            names = {name for name, _ in alive}
+            return all(a["jobName"] in names for a in status.get("active") or []) and (
+                running.metadata.uid not in {uid for _, uid in alive}
+            )
+
+        wait_for(
+            converged,
+            timeout=60,
+            message=lambda: f"'long' still points at a deleted Job: {tasks.status('long').get('active')}",
+        )
+    tasks.settle("long")

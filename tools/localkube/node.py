@@ -234,9 +234,7 @@ class RealNode:
     def __enter__(self) -> RealNode:
         return self.start()
 
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     def start(self) -> RealNode:
@@ -277,10 +275,9 @@ class RealNode:
                 with _subnet_lock:
                     _taken_subnets.discard(self._subnet)
             self._delete_node_object()
-            if self._dir is not None and self._dir.exists():
-                # Logs stay only when the cluster keeps its directory (LOCALKUBE_KEEP=1).
-                if not self.cluster.keep:
-                    shutil.rmtree(self._dir, ignore_errors=True)
+            # Logs stay only when the cluster keeps its directory (LOCALKUBE_KEEP=1).
+            if self._dir is not None and self._dir.exists() and not self.cluster.keep:
+                shutil.rmtree(self._dir, ignore_errors=True)
 
     # -- how it starts ---------------------------------------------------------------------------------
 
@@ -296,8 +293,11 @@ class RealNode:
             directory / "kubelet-config.json", certs=certs, port=kubelet_port, healthz_port=healthz_port
         )
         kubeconfig = directory / "kubelet.kubeconfig"
-        _write_kubeconfig(kubeconfig, server=self.cluster.server, ca=self.cluster.pki.ca_cert, cert=certs[0], key=certs[1])
-        env = {"PATH": f"{binaries.bin_dir() if self._bin_dir is None else self._bin_dir}:{SAFE_PATH}", "HOME": str(directory)}
+        _write_kubeconfig(
+            kubeconfig, server=self.cluster.server, ca=self.cluster.pki.ca_cert, cert=certs[0], key=certs[1]
+        )
+        # containerd finds its shim on PATH; /usr/sbin (iptables) stays out of it, as for the kubelet.
+        env = {"PATH": f"{self._binaries_dir()}:{SAFE_PATH}", "HOME": str(directory)}
         self._launch("containerd", [str(self._found["containerd"]), f"--config={containerd_config}"], env=env)
         self._wait(lambda: self.ctr("version", timeout=5).returncode == 0, "containerd to answer", deadline)
         for archive in [self._found[PAUSE_IMAGE_FILE], *self._images]:
@@ -323,7 +323,8 @@ class RealNode:
     def _make_bridge(self) -> ipaddress.IPv4Network:
         used = _host_networks()
         with _subnet_lock:
-            for subnet in _SUBNETS.subnets(new_prefix=24):
+            for candidate in _SUBNETS.subnets(new_prefix=24):
+                subnet = ipaddress.IPv4Network(candidate)
                 if subnet in _taken_subnets or any(subnet.overlaps(n) for n in used):
                     continue
                 _taken_subnets.add(subnet)
@@ -395,7 +396,9 @@ class RealNode:
         client_cert, client_key = directory / "kubelet-client.crt", directory / "kubelet-client.key"
         serving_cert, serving_key = directory / "kubelet.crt", directory / "kubelet.key"
         ca = self.cluster.pki
-        pki.issue(ca, subject=f"/O=system:nodes/CN=system:node:{self.name}", cert=client_cert, key=client_key, client=True)
+        pki.issue(
+            ca, subject=f"/O=system:nodes/CN=system:node:{self.name}", cert=client_cert, key=client_key, client=True
+        )
         pki.issue(ca, subject=f"/CN={self.name}", cert=serving_cert, key=serving_key, server_ips=(self.address,))
         return client_cert, client_key, serving_cert, serving_key
 
@@ -425,22 +428,22 @@ class RealNode:
             ],
         }
         (cni_conf / "10-localkube.conflist").write_text(json.dumps(network, indent=2) + "\n")
-        cni_bin = (self._bin_dir if self._bin_dir is not None else binaries.bin_dir()) / "cni"
+        cni_bin = self._binaries_dir() / "cni"
         pause = _pause_reference()
         config = f"""\
-version = 4
-root = "{directory / 'root'}"
-state = "{directory / 'state'}"
+version = 3
+root = "{directory / "root"}"
+state = "{directory / "state"}"
 oom_score = 0
 
 [grpc]
-  address = "{directory / 'containerd.sock'}"
+  address = "{directory / "containerd.sock"}"
 
 [ttrpc]
-  address = "{directory / 'containerd.sock.ttrpc'}"
+  address = "{directory / "containerd.sock.ttrpc"}"
 
 [plugins.'io.containerd.internal.v1.opt']
-  path = "{directory / 'opt'}"
+  path = "{directory / "opt"}"
 
 [plugins.'io.containerd.nri.v1.nri']
   disable = true
@@ -469,7 +472,7 @@ oom_score = 0
   runtime_type = "io.containerd.runc.v2"
 
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-  BinaryName = "{self._found['runc']}"
+  BinaryName = "{self._found["runc"]}"
   SystemdCgroup = false
 """
         path = directory / "config.toml"
@@ -521,6 +524,9 @@ oom_score = 0
         }
         path.write_text(json.dumps(config, indent=2) + "\n")
         return path
+
+    def _binaries_dir(self) -> Path:
+        return self._bin_dir if self._bin_dir is not None else binaries.bin_dir()
 
     def _launch(self, name: str, argv: list[str], *, env: dict[str, str]) -> None:
         process = procs.start(name, [*self._nsenter(), *argv], log=self.dir / f"{name}.log", env=env)

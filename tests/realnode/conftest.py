@@ -33,7 +33,7 @@ def real() -> Iterator[RealCluster]:
     except localkube_node.RealNodeUnavailable as error:
         pytest.fail(str(error), pytrace=False)
     before = host_state()
-    with localkube_cluster.Cluster() as control_plane:
+    with localkube_cluster.Cluster(controllers=localkube_cluster.WORKLOAD_CONTROLLERS) as control_plane:
         fake = localkube_kubelet.FakeKubelet(
             credentials=control_plane.credentials,
             work_dir=control_plane.dir / "kubelet",

@@ -6,9 +6,13 @@ real one. They fail (never skip) when the real node cannot start; see tests/real
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,3 +156,53 @@ def test_stop_removes_everything_the_node_made(real: RealCluster) -> None:
         assert gone.value.status == 404
     finally:
         real.kubectl("delete", "pod", "-n", "default", "held", "--force", "--grace-period=0", check=False)
+
+
+# Run in a child process that the test then SIGKILLs: a cluster and a node with a running pod, so that
+# shims and containers outlive their owner (containerd, the kubelet and the holder die with it).
+_ORPHAN_SCRIPT = """
+import json, subprocess, sys
+from localkube import binaries, cluster, node
+with cluster.Cluster() as cp, node.RealNode(cluster=cp, name="orphan", images=[]) as n:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "held", "namespace": "default"},
+           "spec": {"nodeName": "orphan", "containers": [{"name": "main", "image": "localkube.invalid/pause:1",
+                    "imagePullPolicy": "Never", "resources": {"limits": {"memory": "32Mi"}}}]}}
+    kubectl = [str(binaries.find("kubectl")), f"--kubeconfig={cp.kubeconfig}"]
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(pod), text=True, check=True, capture_output=True)
+    wait = ["wait", "--for=condition=Ready", "pod/held", "--timeout=90s"]
+    subprocess.run([*kubectl, *wait], check=True, capture_output=True)
+    print(json.dumps({"bridge": n.footprint().bridge, "cgroups": [str(c) for c in n.footprint().cgroups]}), flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_later_start_sweeps_what_a_killed_owner_left(real: RealCluster) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(localkube_node.__file__).resolve().parents[1])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line, "the child's node did not come up"
+        left = json.loads(line)
+    finally:
+        child.kill()
+        child.wait()
+    marker = f"/localkube-{child.pid}-".encode()
+
+    def shims() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+        return found
+
+    # What SIGKILL leaves: the shim (and its container) outlive their owner, and so do cgroups and bridge.
+    assert shims(), "expected the pod's shim to outlive its killed owner"
+    assert all(Path(c).exists() for c in left["cgroups"])
+    localkube_node.sweep_stale()
+    wait_for(lambda: not shims(), 10, message=lambda: f"shims left: {shims()}")
+    assert not [c for c in left["cgroups"] if Path(c).exists()]
+    assert left["bridge"] not in host_state().links

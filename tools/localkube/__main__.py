@@ -151,7 +151,10 @@ def _up_real(state_file: Path, *, fallback: bool, mode: kubelet.Mode) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cluster.interrupt_on_sigterm()
     try:
-        with cluster.Cluster() as control_plane, node.RealNode(cluster=control_plane) as real:
+        with (
+            cluster.Cluster(controllers=cluster.WORKLOAD_CONTROLLERS) as control_plane,
+            node.RealNode(cluster=control_plane) as real,
+        ):
             _write_state(
                 state_file,
                 State(

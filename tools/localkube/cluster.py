@@ -8,12 +8,13 @@ exit, Ctrl-C and SIGTERM. Must not: run pods (that is the kubelets' job: ``kubel
 ``node.RealNode``), build binaries, bind to anything but 127.0.0.1, or touch state outside its own
 directories (stale ones of dead owners excepted).
 
-What real workloads need is on: the deployment and replicaset controllers, ServiceAccount admission (pods
-get a token volume; the fake kubelet ignores volumes), the Node authorizer for a real kubelet's own
-certificate, and a client certificate plus the CA with which the apiserver reaches a kubelet's API on the
-node's InternalIP (``kubectl logs``/``exec``). Pods reach the apiserver only with ``hostNetwork`` at
-127.0.0.1 (``api_env``): there is no kube-proxy, so the ``kubernetes`` Service's IP leads nowhere, and the
-apiserver stays on loopback rather than listening on a pod-reachable address.
+What real workloads need is on: ServiceAccount admission (pods get a token volume; the fake kubelet ignores
+volumes), the deployment and replicaset controllers when asked for (``controllers=WORKLOAD_CONTROLLERS``),
+the Node authorizer for a real kubelet's own certificate, and a client certificate plus the CA with which
+the apiserver reaches a kubelet's API on the node's InternalIP (``kubectl logs``/``exec``). Pods reach the
+apiserver only with ``hostNetwork`` at 127.0.0.1 (``api_env``): there is no kube-proxy, so the
+``kubernetes`` Service's IP leads nowhere, and the apiserver stays on loopback rather than listening on a
+pod-reachable address.
 
 The node-lifecycle controller is deliberately not run: the fake node sends no heartbeats, and that
 controller would mark it NotReady and evict its pods.
@@ -45,8 +46,6 @@ log = logging.getLogger("localkube.cluster")
 # The controllers the tests need, and no more: fewer controllers start faster on two cores.
 CONTROLLERS = (
     "job-controller",
-    "deployment-controller",
-    "replicaset-controller",
     "garbage-collector-controller",
     "namespace-controller",
     "serviceaccount-controller",
@@ -54,6 +53,10 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
     "root-ca-certificate-publisher-controller",
 )
+# For a cluster with a real node, where Deployments must create pods. Not in the default list: with the
+# fake kubelet a Deployment's pods would run as host processes, and tests of the chart rely on a
+# Deployment creating no pod there (tests/integration/test_helm_install.py).
+WORKLOAD_CONTROLLERS = (*CONTROLLERS, "deployment-controller", "replicaset-controller")
 
 _OWNER_FILE = ".localkube-owner"  # holds the pid of the process that owns the directory
 _KEEP_FILE = ".localkube-keep"  # a kept log directory, which the stale sweep must leave alone

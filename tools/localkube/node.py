@@ -27,6 +27,7 @@ is a normal node, for a cluster that has no other.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ipaddress
 import itertools
@@ -71,6 +72,8 @@ PRIVATE_TMPFS = ("/run", "/var/lib", "/var/log")
 # would otherwise add to the host's tables (KUBE-IPTABLES-HINT, KUBE-FIREWALL, KUBE-KUBELET-CANARY).
 SAFE_PATH = "/usr/bin:/bin"
 _SUBNETS = ipaddress.ip_network("10.213.0.0/16")
+_BRIDGE_PREFIX = "lk"  # then <owner pid>-<4 hex>
+_CGROUP_PREFIX = "localkube-"  # then <owner pid>-<n>
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _taken_subnets: set[ipaddress.IPv4Network] = set()
 _subnet_lock = threading.Lock()
@@ -169,7 +172,7 @@ class RealNode:
         self._bin_dir = bin_dir
         self._start_timeout = start_timeout
         self._stop_grace = stop_grace
-        self._id = f"localkube-{os.getpid()}-{next(_counter)}"
+        self._id = f"{_CGROUP_PREFIX}{os.getpid()}-{next(_counter)}"
         self._dir: Path | None = None
         self._bridge = ""
         self._subnet: ipaddress.IPv4Network | None = None
@@ -243,6 +246,8 @@ class RealNode:
             raise RuntimeError("this RealNode was already started; make a new one")
         self._found = check_machine(bin_dir=self._bin_dir)
         began = time.monotonic()
+        sweep_stale()
+        atexit.register(self.stop)
         self._dir = self.cluster.dir / "nodes" / self.name
         self._dir.mkdir(parents=True)
         try:
@@ -257,6 +262,7 @@ class RealNode:
     def stop(self) -> None:
         """Kill every process, then remove the cgroups, bridge and directory. Safe to call more than once."""
         with self._stop_lock:
+            atexit.unregister(self.stop)
             running, self._processes = self._processes, []
             kubelets = [p for p in running if p.name == "kubelet"]
             # The kubelet first, so that it does not restart the containers killed next.
@@ -331,8 +337,9 @@ class RealNode:
                 break
             else:
                 raise RealNodeStartError(f"no free /24 left in {_SUBNETS} for the node's bridge")
-        # Random, because another process may be making a bridge at the same moment; 15 characters at most.
-        self._bridge = f"lkbr-{secrets.token_hex(4)}"
+        # The owner's pid, so a later start can sweep it if we die unstopped; random, because another
+        # process may be making one at the same moment. Link names have 15 characters at most.
+        self._bridge = f"{_BRIDGE_PREFIX}{os.getpid()}-{secrets.token_hex(2)}"
         gateway = f"{subnet.network_address + 1}/{subnet.prefixlen}"
         _run("ip", "link", "add", self._bridge, "type", "bridge")
         _run("ip", "addr", "add", gateway, "dev", self._bridge)
@@ -589,19 +596,8 @@ oom_score = 0
     def _remove_cgroups(self) -> None:
         deadline = time.monotonic() + 10
         for top in self._cgroups:
-            # Deepest first: a cgroup with children cannot be removed. A cgroup can stay busy for a
-            # moment after its last process died, hence the retries.
-            while top.exists():
-                for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                    with contextlib.suppress(OSError):
-                        path.rmdir()
-                with contextlib.suppress(OSError):
-                    top.rmdir()
-                if top.exists():
-                    if time.monotonic() > deadline:
-                        log.warning("node %s: could not remove cgroup %s", self.name, top)
-                        break
-                    time.sleep(0.05)
+            if not _rmdir_tree(top, deadline=deadline):
+                log.warning("node %s: could not remove cgroup %s", self.name, top)
         self._cgroups = []
 
     def _delete_node_object(self) -> None:
@@ -611,6 +607,81 @@ oom_score = 0
         with contextlib.suppress(Exception):
             client = rest.Client(self.cluster.credentials, timeout=5.0)
             client.request("DELETE", f"/api/v1/nodes/{self.name}")
+
+
+def sweep_stale() -> None:
+    """Remove what nodes of dead owners left (a SIGKILLed test run): containers, shims, cgroups, bridges.
+
+    Their owner's pid is in the names; a live owner's things are never touched. containerd, the kubelet
+    and the holder die with their owner (parent-death signal), but shims and containers do not.
+    """
+    dead: set[int] = set()
+    for hierarchy in _cgroup_hierarchies():
+        for top in hierarchy.glob(f"{_CGROUP_PREFIX}*"):
+            owner = _owner_pid(top.name.removeprefix(_CGROUP_PREFIX))
+            if owner is not None and not _alive(owner):
+                dead.add(owner)
+    links = json.loads(
+        subprocess.run(["ip", "-json", "link"], capture_output=True, text=True, check=False).stdout or "[]"
+    )
+    stale_bridges = []
+    for link in links:
+        name = str(link.get("ifname") or "")
+        owner = _owner_pid(name.removeprefix(_BRIDGE_PREFIX)) if name.startswith(_BRIDGE_PREFIX) else None
+        if owner is not None and not _alive(owner):
+            dead.add(owner)
+            stale_bridges.append(name)
+    if not dead:
+        return
+    log.warning("removing what real nodes of dead processes %s left behind", sorted(dead))
+    markers = [f"/{_CGROUP_PREFIX}{pid}-".encode() for pid in dead]
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if entry.name.isdigit() and any(m in (entry / "cmdline").read_bytes() for m in markers):
+                os.kill(int(entry.name), signal.SIGKILL)  # a shim: its -address names the dead node's dir
+    for hierarchy in _cgroup_hierarchies():
+        for pid in dead:
+            for top in hierarchy.glob(f"{_CGROUP_PREFIX}{pid}-*"):
+                for member in _cgroup_pids(top):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(member, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    for hierarchy in _cgroup_hierarchies():
+        for pid in dead:
+            for top in hierarchy.glob(f"{_CGROUP_PREFIX}{pid}-*"):
+                _rmdir_tree(top, deadline=deadline)
+    for name in stale_bridges:
+        _run("ip", "link", "delete", name, check=False)
+
+
+def _owner_pid(rest_of_name: str) -> int | None:
+    head = rest_of_name.split("-", 1)[0]
+    return int(head) if head.isdigit() and "-" in rest_of_name else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _rmdir_tree(top: Path, *, deadline: float) -> bool:
+    """Remove a cgroup and its children, deepest first; retried, as a cgroup stays busy for a moment."""
+    while top.exists():
+        for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+        if top.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+    return True
 
 
 def _pause_reference() -> str:

@@ -108,7 +108,10 @@ import_into_running_node() {
   [ -f "$state" ] || return 0
   socket=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("containerd_socket") or "")' "$state" 2>/dev/null || true)
   [ -n "$socket" ] && [ -S "$socket" ] || return 0
-  "$BIN/ctr" --address "$socket" --namespace k8s.io images import --platform linux/amd64 "$1" >/dev/null
+  local out
+  # ctr's stderr carries containerd's cgroup v1 deprecation warning on every call: shown only on failure.
+  out=$("$BIN/ctr" --address "$socket" --namespace k8s.io images import --platform linux/amd64 "$1" 2>&1) ||
+    { echo "$out" >&2; echo "[image] import into the running real node failed" >&2; exit 1; }
   echo "[image] imported into the running real node ($socket)"
 }
 

@@ -87,10 +87,16 @@ build_image() {
   ref=$(full_name "$repo:$tag")
   echo "[image] $ref: buildah bud of the Dockerfile on $base_ref"
   # REVISION and CREATED come from the commit, not the clock: an unchanged tree rebuilds from the cache.
+  # They are also given as --label: buildah 1.28's layer cache ignores build-arg values, so a cached
+  # build would otherwise keep the revision label of whichever commit first built those layers.
+  local revision created
+  revision=$(cd "$root" && git rev-parse HEAD 2>/dev/null || echo unknown)
+  created=$(cd "$root" && git log -1 --format=%cI 2>/dev/null || echo unknown)
   (cd "$root" && bah bud --quiet --pull=never --layers --isolation chroot -f Dockerfile -t "$ref" \
-    --build-arg VERSION="$tag" \
-    --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
-    --build-arg CREATED="$(git log -1 --format=%cI 2>/dev/null || echo unknown)" .) >/dev/null
+    --build-arg VERSION="$tag" --build-arg REVISION="$revision" --build-arg CREATED="$created" \
+    --label org.opencontainers.image.version="$tag" \
+    --label org.opencontainers.image.revision="$revision" \
+    --label org.opencontainers.image.created="$created" .) >/dev/null
   id=$(bah images --noheading --no-trunc --format '{{.ID}}' "$ref" | head -1)
   if [ "$(cat "$archive.id" 2>/dev/null)" != "$id" ] || [ ! -f "$archive" ]; then
     rm -f "$archive.tmp"

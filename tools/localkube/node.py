@@ -289,7 +289,7 @@ class RealNode:
 
     def _start(self, *, deadline: float) -> None:
         directory = self.dir
-        self._subnet = self._make_bridge()
+        self._make_bridge()
         self._make_cgroups()
         self._enter_namespace()
         certs = self._make_certificates(directory / "pki")
@@ -326,7 +326,7 @@ class RealNode:
         client = rest.Client(self.cluster.credentials, timeout=5.0)
         self._wait(lambda: _node_ready(client, self.name), f"node {self.name} to be Ready", deadline)
 
-    def _make_bridge(self) -> ipaddress.IPv4Network:
+    def _make_bridge(self) -> None:
         used = _host_networks()
         with _subnet_lock:
             for candidate in _SUBNETS.subnets(new_prefix=24):
@@ -334,6 +334,7 @@ class RealNode:
                 if subnet in _taken_subnets or any(subnet.overlaps(n) for n in used):
                     continue
                 _taken_subnets.add(subnet)
+                self._subnet = subnet  # so that stop() releases it even if the bridge cannot be made
                 break
             else:
                 raise RealNodeStartError(f"no free /24 left in {_SUBNETS} for the node's bridge")
@@ -344,7 +345,6 @@ class RealNode:
         _run("ip", "link", "add", self._bridge, "type", "bridge")
         _run("ip", "addr", "add", gateway, "dev", self._bridge)
         _run("ip", "link", "set", self._bridge, "up")
-        return subnet
 
     def _make_cgroups(self) -> None:
         for hierarchy in _cgroup_hierarchies():

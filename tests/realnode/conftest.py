@@ -17,17 +17,21 @@ from typing import Any
 
 import helpers
 import pytest
+from realkit import RealCluster, host_state
+
 from localkube import cluster as localkube_cluster
 from localkube import kubelet as localkube_kubelet
 from localkube import node as localkube_node
-from realkit import RealCluster, host_state
 
 
 @pytest.fixture(scope="session")
 def real() -> Iterator[RealCluster]:
     archives = localkube_node.image_archives()
     if not any(a.name == "cronlet.tar" for a in archives):
-        pytest.fail(f"no cronlet image archive in {localkube_node.images_dir()}: run `make image` first", pytrace=False)
+        pytest.fail(
+            f"no cronlet image archive in {localkube_node.images_dir()}: run `make image` first",
+            pytrace=False,
+        )
     try:
         localkube_node.check_machine()
     except localkube_node.RealNodeUnavailable as error:

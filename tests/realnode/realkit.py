@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import helpers
+
 from localkube import cluster as localkube_cluster
 from localkube import kubelet as localkube_kubelet
 from localkube import node as localkube_node
@@ -59,7 +60,9 @@ class HostState:
             links={k: v for k, v in self.links.items() if footprint.bridge not in (k, v)},
             netns=self.netns,
             default_paths=self.default_paths,
-            cgroups=frozenset(c for c in self.cgroups if Path(c).name not in {p.name for p in footprint.cgroups}),
+            cgroups=frozenset(
+                c for c in self.cgroups if Path(c).name not in {p.name for p in footprint.cgroups}
+            ),
         )
 
 

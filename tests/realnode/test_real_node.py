@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 from helpers import wait_for
+from realkit import IMAGE, RealCluster, host_state
+
 from localkube import node as localkube_node
 from localkube import rest
-from realkit import IMAGE, RealCluster, host_state
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
 
@@ -70,7 +71,9 @@ def test_a_pod_runs_in_the_built_image_and_its_logs_are_readable(real: RealClust
     # What only a real container shows: the image's venv, and the image's numeric USER (the fake kubelet
     # would run this as root on the host with the host's python).
     script = "import os, sys; print('hello from', sys.prefix, 'as', os.getuid())"
-    real.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(pod("hello", ["python", "-c", script])))
+    real.kubectl(
+        "apply", "-n", namespace, "-f", "-", stdin=json.dumps(pod("hello", ["python", "-c", script]))
+    )
     wait_for(
         lambda: phase(real, namespace, "hello") in ("Succeeded", "Failed"),
         90,
@@ -100,7 +103,9 @@ def test_exec_in_a_running_pod(real: RealCluster, namespace: str) -> None:
     assert {"ca.crt", "namespace", "token"} <= set(token)
 
 
-def test_pods_that_do_not_ask_for_the_real_node_stay_on_the_fake_one(real: RealCluster, namespace: str) -> None:
+def test_pods_that_do_not_ask_for_the_real_node_stay_on_the_fake_one(
+    real: RealCluster, namespace: str
+) -> None:
     real.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(pod("plain", ["true"], spec={})))
     wait_for(lambda: phase(real, namespace, "plain") == "Succeeded", 60, message="pod plain did not succeed")
     assert get_pod(real, namespace, "plain")["spec"]["nodeName"] == real.fake.node_name
@@ -121,7 +126,9 @@ def test_the_running_node_has_changed_nothing_on_the_host(real: RealCluster) -> 
 def test_stop_removes_everything_the_node_made(real: RealCluster) -> None:
     """A second node on the same control plane, with a running pod, then stopped: nothing of it is left."""
     before = host_state()
-    second = localkube_node.RealNode(cluster=real.control_plane, name="real-node-1", dedicated=True, images=[])
+    second = localkube_node.RealNode(
+        cluster=real.control_plane, name="real-node-1", dedicated=True, images=[]
+    )
     second.start()
     try:
         footprint = second.footprint()
@@ -140,7 +147,9 @@ def test_stop_removes_everything_the_node_made(real: RealCluster) -> None:
         after = host_state()
         alive = [pid for pid in footprint.pids if os.path.exists(f"/proc/{pid}")]
         assert not alive, f"processes of the node still running: {alive}"
-        assert not localkube_node._namespace_pids(footprint.mount_namespace), "processes left in its namespace"
+        assert not localkube_node._namespace_pids(footprint.mount_namespace), (
+            "processes left in its namespace"
+        )
         assert not [c for c in footprint.cgroups if c.exists()], "cgroups left"
         assert footprint.bridge not in after.links, "bridge left"
         assert not [name for name, master in after.links.items() if master == footprint.bridge], "veths left"
@@ -179,7 +188,11 @@ with cluster.Cluster() as cp, node.RealNode(cluster=cp, name="orphan", images=[]
 def test_a_later_start_sweeps_what_a_killed_owner_left(real: RealCluster) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(localkube_node.__file__).resolve().parents[1])}
     child = subprocess.Popen(
-        [sys.executable, "-c", _ORPHAN_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+        [sys.executable, "-c", _ORPHAN_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
     )
     try:
         assert child.stdout is not None

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from localkube import __main__ as cli
 from localkube import kubelet, node
 
 
 def unavailable(*, bin_dir: Path | None = None) -> dict[str, Path]:
-    raise node.RealNodeUnavailable("this machine cannot run the real node:\n  runc is missing: apt-get install runc")
+    raise node.RealNodeUnavailable(
+        "this machine cannot run the real node:\n  runc is missing: apt-get install runc"
+    )
 
 
 @pytest.fixture

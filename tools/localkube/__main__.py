@@ -218,7 +218,9 @@ def _down(state_file: Path, *, timeout: float) -> int:
         if time.monotonic() > deadline:
             # Its servers die with it (parent-death signal); its directories go at the next start.
             os.kill(state.pid, signal.SIGKILL)
-            print(f"localkube (pid {state.pid}) did not stop within {timeout:.0f} s; killed it", file=sys.stderr)
+            print(
+                f"localkube (pid {state.pid}) did not stop within {timeout:.0f} s; killed it", file=sys.stderr
+            )
             state_file.unlink(missing_ok=True)
             return 1
         time.sleep(0.2)

@@ -172,7 +172,9 @@ class Cluster:
     def __enter__(self) -> Cluster:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def start(self) -> Cluster:
@@ -334,7 +336,8 @@ class Cluster:
                     return
             if time.monotonic() > deadline:
                 raise ClusterStartError(
-                    f"timed out after {self._start_timeout:.0f} s waiting for {what}.\n" + self._describe_logs()
+                    f"timed out after {self._start_timeout:.0f} s waiting for {what}.\n"
+                    + self._describe_logs()
                 )
             time.sleep(0.1)
 

@@ -95,7 +95,9 @@ class FakeKubelet:
     def __enter__(self) -> FakeKubelet:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def start(self, *, timeout: float = 30.0) -> FakeKubelet:
@@ -113,7 +115,9 @@ class FakeKubelet:
         self._thread.start()
         if not self._synced.wait(timeout):
             self.stop()
-            raise RuntimeError(f"the fake kubelet did not list its pods within {timeout} s; see {self.log_file}")
+            raise RuntimeError(
+                f"the fake kubelet did not list its pods within {timeout} s; see {self.log_file}"
+            )
         log.info("node %s registered; kubelet in %s mode", self.node_name, self.mode)
         return self
 
@@ -281,7 +285,9 @@ class _PodWorker:
         self._pod = pod
         self._orphan = orphan
         self._key = podspec.key(pod)
-        self._path = f"/api/v1/namespaces/{podspec.meta(pod).get('namespace')}/pods/{podspec.meta(pod).get('name')}"
+        self._path = (
+            f"/api/v1/namespaces/{podspec.meta(pod).get('namespace')}/pods/{podspec.meta(pod).get('name')}"
+        )
         self.dir = kubelet.pods_dir / podspec.pod_dir_name(pod)
         # Set when the pod's processes must end: deletionTimestamp, pod gone, or kubelet stopping.
         self._killed = threading.Event()
@@ -306,7 +312,10 @@ class _PodWorker:
     def abandoned(self, pod: Json) -> bool:
         """Whether this worker ended (on an error) leaving a deleting pod that still needs a kubelet."""
         return (
-            not self.thread.is_alive() and not self._deleted and podspec.deleting(pod) and not podspec.is_terminal(pod)
+            not self.thread.is_alive()
+            and not self._deleted
+            and podspec.deleting(pod)
+            and not podspec.is_terminal(pod)
         )
 
     def vanish(self) -> None:
@@ -368,7 +377,9 @@ class _PodWorker:
         log.info("pod %s: running (%s)", self._key, ", ".join(shlex.join(p.argv) or p.name for p in plans))
         results: dict[str, podspec.ContainerOutcome] = {}
         threads = [
-            threading.Thread(target=self._run_container, args=(plan, results), name=f"{self.thread.name}/{plan.name}")
+            threading.Thread(
+                target=self._run_container, args=(plan, results), name=f"{self.thread.name}/{plan.name}"
+            )
             for plan in plans
         ]
         for thread in threads:
@@ -388,7 +399,9 @@ class _PodWorker:
         if podspec.deleting(self._pod):
             self._delete()
 
-    def _run_container(self, plan: podspec.ContainerPlan, results: dict[str, podspec.ContainerOutcome]) -> None:
+    def _run_container(
+        self, plan: podspec.ContainerPlan, results: dict[str, podspec.ContainerOutcome]
+    ) -> None:
         policy = podspec.restart_policy(self._pod)
         restarts = 0
         previous: podspec.Termination | None = None
@@ -478,7 +491,9 @@ class _Execute:
         self._sh = shutil.which("sh") or ""
 
     def check(self) -> None:
-        missing = [n for n, p in (("unshare", self._unshare), ("mount", self._mount), ("sh", self._sh)) if not p]
+        missing = [
+            n for n, p in (("unshare", self._unshare), ("mount", self._mount), ("sh", self._sh)) if not p
+        ]
         if missing:
             raise RuntimeError(f"execute mode needs {', '.join(missing)} (util-linux) on PATH")
         if os.geteuid() != 0:
@@ -543,7 +558,9 @@ class _Execute:
             with log_path.open("rb") as f:
                 f.seek(offset)
                 message = podspec.fallback_message(f.read())
-        return podspec.Termination(exit_code=exit_code, message=message, started_at=started, finished_at=finished)
+        return podspec.Termination(
+            exit_code=exit_code, message=message, started_at=started, finished_at=finished
+        )
 
 
 def _wait(process: subprocess.Popen[bytes], *, killed: threading.Event, grace: Callable[[], float]) -> int:

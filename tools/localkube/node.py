@@ -136,7 +136,12 @@ def check_machine(*, bin_dir: Path | None = None) -> dict[str, Path]:
     found[PAUSE_IMAGE_FILE] = pause_image
     if not pause_image.is_file() or not found["pause"].is_file():
         problems.append(f"{pause_image} is missing: run `tools/build.sh pause`")
-    for tool, package in (("runc", "runc"), ("unshare", "util-linux"), ("nsenter", "util-linux"), ("ip", "iproute2")):
+    for tool, package in (
+        ("runc", "runc"),
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+        ("ip", "iproute2"),
+    ):
         path = shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
         if path is None:
             problems.append(f"{tool} is missing: apt-get install {package}")
@@ -237,7 +242,9 @@ class RealNode:
     def __enter__(self) -> RealNode:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def start(self) -> RealNode:
@@ -256,7 +263,9 @@ class RealNode:
             self.stop()
             raise
         self.start_seconds = time.monotonic() - began
-        log.info("node %s Ready in %.1f s (%s, dir %s)", self.name, self.start_seconds, self.address, self._dir)
+        log.info(
+            "node %s Ready in %.1f s (%s, dir %s)", self.name, self.start_seconds, self.address, self._dir
+        )
         return self
 
     def stop(self) -> None:
@@ -359,7 +368,14 @@ class RealNode:
     def _enter_namespace(self) -> None:
         holder = procs.start(
             "mount-namespace",
-            [str(self._found["unshare"]), "--mount", "--propagation", "private", "--", str(self._found["pause"])],
+            [
+                str(self._found["unshare"]),
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                str(self._found["pause"]),
+            ],
             log=self.dir / "namespace.log",
         )
         self._holder = holder
@@ -404,9 +420,15 @@ class RealNode:
         serving_cert, serving_key = directory / "kubelet.crt", directory / "kubelet.key"
         ca = self.cluster.pki
         pki.issue(
-            ca, subject=f"/O=system:nodes/CN=system:node:{self.name}", cert=client_cert, key=client_key, client=True
+            ca,
+            subject=f"/O=system:nodes/CN=system:node:{self.name}",
+            cert=client_cert,
+            key=client_key,
+            client=True,
         )
-        pki.issue(ca, subject=f"/CN={self.name}", cert=serving_cert, key=serving_key, server_ips=(self.address,))
+        pki.issue(
+            ca, subject=f"/CN={self.name}", cert=serving_cert, key=serving_key, server_ips=(self.address,)
+        )
         return client_cert, client_key, serving_cert, serving_key
 
     def _write_containerd_config(self, directory: Path) -> Path:
@@ -522,7 +544,11 @@ oom_score = 0
             # Images are imported, never pulled: the kubelet must not collect them when the disk fills up.
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+            },
             "nodeStatusUpdateFrequency": "10s",
             "registerWithTaints": (
                 [{"key": DEDICATED_KEY, "value": "true", "effect": "NoSchedule"}] if self.dedicated else []

@@ -168,9 +168,13 @@ def simulated(pod: Json) -> Simulated:
     except ValueError:
         duration_ms = -1
     if duration_ms < 0:
-        raise UnsupportedPod("InvalidDuration", f"label {DURATION_LABEL}={raw_duration!r}; expected milliseconds >= 0")
+        raise UnsupportedPod(
+            "InvalidDuration", f"label {DURATION_LABEL}={raw_duration!r}; expected milliseconds >= 0"
+        )
     message = str((meta(pod).get("annotations") or {}).get(MESSAGE_ANNOTATION, ""))
-    return Simulated(exit_code=OUTCOME_EXIT_CODES[outcome], duration_seconds=duration_ms / 1000, message=message)
+    return Simulated(
+        exit_code=OUTCOME_EXIT_CODES[outcome], duration_seconds=duration_ms / 1000, message=message
+    )
 
 
 def plan_container(
@@ -214,7 +218,9 @@ def container_env(pod: Json, container: Json, *, lookup: DataLookup) -> dict[str
             if data is None:
                 if ref.get("optional"):
                     continue
-                raise UnsupportedPod("CreateContainerConfigError", f"{kind.lower()} {ref.get('name')!r} not found")
+                raise UnsupportedPod(
+                    "CreateContainerConfigError", f"{kind.lower()} {ref.get('name')!r} not found"
+                )
             for data_key, data_value in data.items():
                 defined[prefix + data_key] = _decode(kind, data_value)
     for var in container.get("env") or []:
@@ -321,12 +327,16 @@ def running_status(pod: Json, *, now: datetime) -> Json:
             "phase": "Running",
             "startTime": stamp,
             "conditions": _conditions(ready=True, stamp=stamp, reason=None),
-            "containerStatuses": [running_container(c, started_at=now, restarts=0, last=None) for c in containers(pod)],
+            "containerStatuses": [
+                running_container(c, started_at=now, restarts=0, last=None) for c in containers(pod)
+            ],
         }
     }
 
 
-def running_container(container: Json, *, started_at: datetime, restarts: int, last: Termination | None) -> Json:
+def running_container(
+    container: Json, *, started_at: datetime, restarts: int, last: Termination | None
+) -> Json:
     status: Json = {
         **_container_identity(container),
         "ready": True,
@@ -365,7 +375,9 @@ def terminal_status(pod: Json, outcomes: Mapping[str, ContainerOutcome]) -> Json
             "phase": "Succeeded" if succeeded else "Failed",
             "conditions": _conditions(ready=False, stamp=stamp, reason="PodCompleted"),
             # Always the whole list: containerStatuses has no merge key, so a patch replaces it.
-            "containerStatuses": [terminated_container(c, outcomes[str(c.get("name"))]) for c in containers(pod)],
+            "containerStatuses": [
+                terminated_container(c, outcomes[str(c.get("name"))]) for c in containers(pod)
+            ],
         }
     }
 

@@ -91,7 +91,9 @@ class Client:
         """A plain-text endpoint such as /readyz; ApiError on non-2xx."""
         return self._send("GET", path, None, {}, timeout).decode(errors="replace")
 
-    def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float | None) -> bytes:
+    def _send(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float | None
+    ) -> bytes:
         conn = self._connect(timeout)
         try:
             conn.request(method, url, body=data, headers=headers)

@@ -47,7 +47,9 @@ def pack(*, binary: bytes, reference: str, entrypoint: str = "/pause") -> bytes:
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     layer_name = diff_id.removeprefix("sha256:") + "/layer.tar"
     manifest = json.dumps([{"Config": config_name, "RepoTags": [reference], "Layers": [layer_name]}]).encode()
-    return _tar_bytes([_file(config_name, config), _file(layer_name, layer), _file("manifest.json", manifest)])
+    return _tar_bytes(
+        [_file(config_name, config), _file(layer_name, layer), _file("manifest.json", manifest)]
+    )
 
 
 def main() -> None:

@@ -16,9 +16,10 @@ images imported into its containerd (the pause image and the archives of ``make 
 * a directory under the cluster's: configuration, certificates, containerd's root and state, the kubelet's
   root and the pod logs.
 
-Must not: change the host's sysctls, cgroup mounts, iptables, routes or files outside its own directory;
-start when the machine cannot run it without saying exactly why (``RealNodeUnavailable``); or be
-replaced silently by the fake kubelet (a caller that falls back must say so loudly, see ``__main__``).
+Must not: change the host's sysctls, cgroup mounts, iptables, routes (but its own bridge's) or files
+outside its own directory; start when the machine cannot run it without saying exactly why
+(``RealNodeUnavailable``); or be replaced silently by the fake kubelet (a caller that falls back must say
+so loudly, see ``__main__``).
 
 ``dedicated=True`` taints and labels the node (``localkube.dev/real-node``) so that only pods that ask for
 it (``placement()``) land there; the fake node next to it keeps all other pods. Without it, the real node

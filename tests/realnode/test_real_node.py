@@ -10,8 +10,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,7 @@ def test_a_later_start_sweeps_what_a_killed_owner_left(real: RealCluster) -> Non
     wait_for(lambda: not shims(), 10, message=lambda: f"shims left: {shims()}")
     assert not [c for c in left["cgroups"] if Path(c).exists()]
     assert left["bridge"] not in host_state().links
+    # The child's control-plane directories would go at the next Cluster start; the test owns them.
+    for root in (Path(tempfile.gettempdir()), Path("/dev/shm")):
+        for directory in root.glob(f"localkube-{child.pid}-*"):
+            shutil.rmtree(directory, ignore_errors=True)

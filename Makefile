@@ -8,15 +8,21 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/tools
 
-.PHONY: help venv tools lint format image-check unit test demo cluster-up cluster-down crd clean
+# Debian packages of the real node and the image build (runc; buildah and mmdebstrap; gcc for the pause
+# image); installed when one is missing, after one `apt-get update`.
+NODE_PACKAGES := runc buildah mmdebstrap gcc libc6-dev
+
+.PHONY: help venv tools packages lint format image image-check unit test demo cluster-up node-up cluster-down crd clean
 
 help:
 	@echo "make demo          local control plane + CRD + operator + examples/01-minimal, watching runs (Ctrl-C stops)"
 	@echo "make test          ruff (lint and format), mypy, layers, and the whole test suite on the local control plane"
 	@echo "make unit          tests that need neither a cluster nor built binaries"
-	@echo "make image-check   lint the Dockerfile and replay its install steps in a fresh venv (no engine needed)"
-	@echo "make tools         build the control plane, helm and promtool from Go modules (only what is missing)"
-	@echo "make cluster-up    start a local control plane in the foreground; cluster-down stops it"
+	@echo "make image         build the image from the Dockerfile with buildah (local base, no registry) for the real node"
+	@echo "make image-check   lint the Dockerfile, replay its install steps in a fresh venv, and build it (make image)"
+	@echo "make tools         build the control plane, the real node's parts, helm and promtool (only what is missing)"
+	@echo "make cluster-up    start a local control plane with the fake kubelet in the foreground; cluster-down stops it"
+	@echo "make node-up       the same with a real node (containerd + kubelet) running the image of make image"
 	@echo "make crd           regenerate the CRD (and the chart's copy) from the models"
 	@echo "make format        apply ruff's formatter and fixes"
 
@@ -29,16 +35,26 @@ $(VENV)/.installed: pyproject.toml handlers/pyproject.toml
 	$(BIN)/pip install --quiet -e ./handlers -e '.[dev]'
 	touch $@
 
-tools:
-	bash tools/build.sh
+tools: packages
+	bash tools/build.sh k8s etcd helm prometheus node
+
+packages:
+	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "[packages] installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# No container engine here: hadolint, our Dockerfile policy, and the image's pip install replayed in a venv.
-image-check:
+# The unchanged Dockerfile, built by buildah on a local Debian base tagged as its FROM; the archive goes to
+# ~/.cache/cronlet/images for the real node (and into a running `make node-up` node at once).
+image: packages
+	bash tools/image.sh
+
+# hadolint, our Dockerfile policy, the image's pip install replayed in a venv, then the real build.
+image-check: image
 	bash tools/check-dockerfile.sh
 
 unit: venv
@@ -54,6 +70,9 @@ demo: venv
 cluster-up: venv
 	bash tools/build.sh k8s etcd
 	$(BIN)/python -m localkube up
+
+node-up: venv tools image
+	$(BIN)/python -m localkube up --node real
 
 cluster-down: venv
 	$(BIN)/python -m localkube down

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Builds the local control plane and its companions from Go modules, only what is missing.
+# Builds the local control plane, the real node's parts and their companions, only what is missing.
 #
-#   tools/build.sh            # everything: k8s etcd helm prometheus
+#   tools/build.sh            # the default groups: k8s etcd helm prometheus
+#   tools/build.sh node       # the real node's own parts: containerd cni crictl pause
 #   tools/build.sh k8s etcd   # just those groups
+#
+# Every group but pause is a Go wrapper module under tools/<group>/ (go.mod lists the packages as tools).
+# pause is tools/pause/pause.c, linked statically, packed as a docker-archive image by tools/pause/pack.py.
 #
 # Binaries land in $CRONLET_BIN (default ~/.cache/cronlet/bin), outside the checkout, so every clone on
 # this machine (CI included) reuses them. Each binary has a stamp holding the hash of its wrapper module's
@@ -14,6 +18,8 @@ mkdir -p "$BIN"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod GOSUMDB=off CGO_ENABLED=0
 
 k8s_version() { sed -n 's|^[[:space:]]*k8s.io/kubernetes v\([0-9.]*\).*|\1|p' "$here/k8s/go.mod" | head -1; }
+# The version a wrapper module pins for one Go module (for the version strings linked in below).
+mod_version() { sed -n "s|^[[:space:]]*$2 v\([^ ]*\).*|\1|p" "$here/$1/go.mod" | head -1; }
 
 # group -> "binary=package ..." ; the ldflags make `kubectl version` report the real version.
 pkgs() {
@@ -22,47 +28,108 @@ pkgs() {
     etcd) echo "etcd=go.etcd.io/etcd/server/v3" ;;
     helm) echo "helm=helm.sh/helm/v3/cmd/helm" ;;
     prometheus) echo "prometheus=github.com/prometheus/prometheus/cmd/prometheus promtool=github.com/prometheus/prometheus/cmd/promtool" ;;
+    containerd) echo "containerd=github.com/containerd/containerd/v2/cmd/containerd ctr=github.com/containerd/containerd/v2/cmd/ctr containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2" ;;
+    # In a directory of their own: containerd's CNI bin_dir must hold plugins only.
+    cni) echo "cni/bridge=github.com/containernetworking/plugins/plugins/main/bridge cni/host-local=github.com/containernetworking/plugins/plugins/ipam/host-local cni/loopback=github.com/containernetworking/plugins/plugins/main/loopback cni/portmap=github.com/containernetworking/plugins/plugins/meta/portmap" ;;
+    crictl) echo "crictl=sigs.k8s.io/cri-tools/cmd/crictl" ;;
     *) echo "unknown group $1" >&2; exit 2 ;;
   esac
 }
-tags() { [ "$1" = k8s ] && echo "selinux,notest" || echo ""; }
+# tags GROUP BINARY: containerd's static build as its own Makefile does it; the shim also drops gRPC
+# (it speaks ttrpc only), which keeps the one process per pod small.
+tags() {
+  case $1 in
+    k8s) echo "selinux,notest" ;;
+    containerd)
+      local t="no_btrfs,no_devmapper,no_zfs,osusergo,netgo,static_build"
+      [ "$2" = containerd-shim-runc-v2 ] && t="$t,no_grpc"
+      echo "$t" ;;
+    *) echo "" ;;
+  esac
+}
+# Version strings as the projects' own builds link them, so `containerd --version`, the node's
+# containerRuntimeVersion (containerd://2.4.2) and `crictl --version` tell the truth.
 ldflags() {
-  if [ "$1" = k8s ]; then
-    local v minor; v=$(k8s_version); minor=${v#*.}; minor=${minor%%.*}
-    echo "-s -w -X k8s.io/component-base/version.gitVersion=v$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-  else
-    echo "-s -w"
-  fi
+  local v minor
+  case $1 in
+    k8s)
+      v=$(k8s_version); minor=${v#*.}; minor=${minor%%.*}
+      echo "-s -w -X k8s.io/component-base/version.gitVersion=v$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean" ;;
+    containerd)
+      v=$(mod_version containerd github.com/containerd/containerd/v2)
+      echo "-s -w -X github.com/containerd/containerd/v2/version.Version=$v" ;;
+    cni)
+      v=$(mod_version cni github.com/containernetworking/plugins)
+      echo "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$v" ;;
+    crictl)
+      v=$(mod_version crictl sigs.k8s.io/cri-tools)
+      echo "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$v" ;;
+    *) echo "-s -w" ;;
+  esac
 }
 
+stamp_of() { echo "$(dirname "$BIN/$1")/.$(basename "$1").stamp"; }
+up_to_date() { [ -x "$BIN/$1" ] && [ "$(cat "$(stamp_of "$1")" 2>/dev/null)" = "$2" ]; }
+
 build_group() {
-  local g=$1 dir="$here/$1" tg ld key missing=() names=() pair name pkg
-  tg=$(tags "$g"); ld=$(ldflags "$g")
-  key=$(cat "$dir/go.mod" "$dir/go.sum" <(echo "$tg $ld") | sha256sum | cut -c1-16)
+  local g=$1 dir="$here/$1" tg ld key pair name pkg all_tags=() t
+  ld=$(ldflags "$g")
+  local -A key_of=() missing_of=()
   for pair in $(pkgs "$g"); do
-    name=${pair%%=*}; pkg=${pair#*=}
-    if [ -x "$BIN/$name" ] && [ "$(cat "$BIN/.$name.stamp" 2>/dev/null)" = "$key" ]; then
-      continue
-    fi
-    missing+=("$pkg"); names+=("$name")
+    name=${pair%%=*}; pkg=${pair#*=}; tg=$(tags "$g" "$name")
+    # The same hash as ever for groups whose tags are per group, so existing stamps stay valid.
+    key=$(cat "$dir/go.mod" "$dir/go.sum" <(echo "$tg $ld") | sha256sum | cut -c1-16)
+    key_of[$name]=$key
+    up_to_date "$name" "$key" && continue
+    # Keys get a prefix: bash refuses an empty subscript, and most groups have no tags.
+    [ -n "${missing_of[t$tg]+x}" ] || all_tags+=("$tg")
+    missing_of[t$tg]="${missing_of[t$tg]:-} $name=$pkg"
   done
-  if [ ${#missing[@]} -eq 0 ]; then echo "[build] $g: up to date in $BIN"; return; fi
-  echo "[build] $g: building ${names[*]} (this takes minutes from cold; go prints each module it downloads)"
+  if [ ${#all_tags[@]} -eq 0 ]; then echo "[build] $g: up to date in $BIN"; return; fi
+  echo "[build] $g: building$(for t in "${all_tags[@]}"; do for pair in ${missing_of[t$t]}; do printf ' %s' "${pair%%=*}"; done; done) (this takes minutes from cold; go prints each module it downloads)"
   local start=$SECONDS out
   out=$(mktemp -d)
   (cd "$dir" && go mod download)
-  if [ ${#missing[@]} -eq 1 ]; then
-    (cd "$dir" && go build -trimpath -tags="$tg" -ldflags="$ld" -o "$out/${names[0]}" "${missing[0]}")
-  else
-    (cd "$dir" && go build -trimpath -tags="$tg" -ldflags="$ld" -o "$out/" "${missing[@]}")
-  fi
-  for name in "${names[@]}"; do
-    mv "$out/$name" "$BIN/$name"
-    echo "$key" > "$BIN/.$name.stamp"
+  # One `go build` per tag set: binaries built together share the compile of their common packages.
+  for t in "${all_tags[@]}"; do
+    local names=() paths=()
+    for pair in ${missing_of[t$t]}; do names+=("${pair%%=*}"); paths+=("${pair#*=}"); done
+    if [ ${#paths[@]} -eq 1 ]; then
+      (cd "$dir" && go build -trimpath -tags="$t" -ldflags="$ld" -o "$out/$(basename "${names[0]}")" "${paths[0]}")
+    else
+      (cd "$dir" && go build -trimpath -tags="$t" -ldflags="$ld" -o "$out/" "${paths[@]}")
+    fi
+    for name in "${names[@]}"; do
+      mkdir -p "$(dirname "$BIN/$name")"
+      mv "$out/$(basename "$name")" "$BIN/$name"
+      echo "${key_of[$name]}" > "$(stamp_of "$name")"
+    done
   done
   rm -rf "$out"
   echo "[build] $g: done in $((SECONDS - start)) s"
 }
 
+# The pause image: the process that holds a pod's namespaces. A static C program (no libc in the
+# image), packed as a one-layer docker-archive that `ctr images import` reads; no container engine.
+build_pause() {
+  local src="$here/pause" key start=$SECONDS
+  command -v gcc >/dev/null || { echo "[build] pause: gcc is missing (apt-get install gcc libc6-dev)" >&2; exit 1; }
+  key=$(cat "$src/pause.c" "$src/pack.py" <(gcc --version | head -1) | sha256sum | cut -c1-16)
+  if up_to_date pause "$key" && [ -f "$BIN/pause.tar" ]; then echo "[build] pause: up to date in $BIN"; return; fi
+  local out; out=$(mktemp -d)
+  gcc -static -Os -s -Wall -Werror -o "$out/pause" "$src/pause.c"
+  python3 "$src/pack.py" --binary "$out/pause" --reference "$(cat "$src/REFERENCE")" --output "$out/pause.tar"
+  mv "$out/pause" "$BIN/pause"; mv "$out/pause.tar" "$BIN/pause.tar"
+  echo "$key" > "$(stamp_of pause)"
+  rm -rf "$out"
+  echo "[build] pause: done in $((SECONDS - start)) s ($BIN/pause.tar)"
+}
+
 groups=("$@"); [ ${#groups[@]} -gt 0 ] || groups=(k8s etcd helm prometheus)
-for g in "${groups[@]}"; do build_group "$g"; done
+for g in "${groups[@]}"; do
+  case $g in
+    node) for n in containerd cni crictl; do build_group "$n"; done; build_pause ;;
+    pause) build_pause ;;
+    *) build_group "$g" ;;
+  esac
+done

@@ -2,7 +2,8 @@
 
 It runs etcd, kube-apiserver, kube-controller-manager and kube-scheduler from prebuilt binaries
 (``tools/build.sh``) on 127.0.0.1, plus a fake kubelet that registers one Ready node and either runs pod
-commands as local processes (``execute``) or finishes pods at once by label (``simulate``).
+commands as local processes (``execute``) or finishes pods at once by label (``simulate``), and/or a real
+node (kubelet, containerd, runc) that runs pods in real containers.
 
 Modules:
 
@@ -13,6 +14,7 @@ Modules:
 * ``cluster``: ``Cluster``, the control plane as a context manager.
 * ``podspec``: pure functions that read pod specs and build pod status (no I/O).
 * ``kubelet``: ``FakeKubelet``, the fake node.
+* ``node``: ``RealNode``, a real kubelet and containerd in their own mount namespace, cgroups and bridge.
 * ``__main__``: ``python -m localkube up|down|env``.
 
 This package is test and development tooling: the operator must never import it, and it must never

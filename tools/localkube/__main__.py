@@ -1,6 +1,9 @@
 """Command line: ``python -m localkube up|down|env``.
 
-For: a developer's long-lived local cluster. ``up`` starts the control plane and the fake kubelet, prints
+For: a developer's long-lived local cluster. ``up`` starts the control plane and a node (``--node fake``:
+the fake kubelet, the default; ``--node real``: a real kubelet and containerd, ``node.RealNode``;
+``--node auto``: the real node, or, only on a machine that cannot run it, the fake kubelet with a loud
+warning saying why), prints
 ``export KUBECONFIG=...`` and stays in the foreground until Ctrl-C or SIGTERM; it records its pid and
 kubeconfig in a state file so that ``down`` (from another shell) can stop it and ``env`` can print the
 export line again. Must not: start a second cluster over a running one, or signal a process that is not
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from localkube import binaries, cluster, control, kubelet, procs
+from localkube import binaries, cluster, control, kubelet, node, procs
 
 log = logging.getLogger("localkube")
 
@@ -31,6 +34,8 @@ class State:
     kubeconfig: str
     dir: str
     mode: str
+    node: str = "fake"
+    containerd_socket: str = ""  # the real node's, for `make image` to import into
 
 
 def default_state_file() -> Path:
@@ -42,7 +47,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localkube", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start a cluster and a fake kubelet; stay in the foreground")
-    up.add_argument("--mode", choices=[m.value for m in kubelet.Mode], default=kubelet.Mode.EXECUTE.value)
+    up.add_argument(
+        "--mode",
+        choices=[m.value for m in kubelet.Mode],
+        default=kubelet.Mode.EXECUTE.value,
+        help="the fake kubelet's mode",
+    )
+    up.add_argument(
+        "--node",
+        choices=["fake", "real", "auto"],
+        default="fake",
+        help="fake kubelet, real node (containerd + kubelet), or real if this machine can run it",
+    )
     down = commands.add_parser("down", help="stop the cluster started by `up`")
     down.add_argument("--timeout", type=float, default=60.0, help="seconds to wait before SIGKILL")
     env = commands.add_parser("env", help="print the export line of the running cluster")
@@ -52,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("--state-file", type=Path, default=default_state_file())
     args = parser.parse_args(argv)
     if args.command == "up":
+        if args.node != "fake":
+            return _up_real(args.state_file, fallback=args.node == "auto", mode=kubelet.Mode(args.mode))
         return _up(args.state_file, kubelet.Mode(args.mode))
     if args.command == "down":
         return _down(args.state_file, timeout=args.timeout)
@@ -116,13 +134,76 @@ def _up(state_file: Path, mode: kubelet.Mode) -> int:
             state_file.unlink(missing_ok=True)
 
 
-def _watch(control_plane: cluster.Cluster) -> int:
+def _up_real(state_file: Path, *, fallback: bool, mode: kubelet.Mode) -> int:
+    try:
+        node.check_machine()
+    except node.RealNodeUnavailable as error:
+        if not fallback:
+            print(f"localkube: {error}", file=sys.stderr)
+            return 1
+        banner = "!" * 100
+        print(
+            f"{banner}\nlocalkube: THE REAL NODE CANNOT RUN ON THIS MACHINE; FALLING BACK TO THE FAKE KUBELET.\n"
+            f"Pods will run as host processes, ignoring their image and securityContext.\n{error}\n{banner}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return _up(state_file, mode)
+    running = _running(state_file)
+    if running is not None:
+        print(f"localkube is already running (pid {running.pid}); stop it first", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cluster.interrupt_on_sigterm()
+    try:
+        with (
+            cluster.Cluster(controllers=cluster.WORKLOAD_CONTROLLERS) as control_plane,
+            node.RealNode(cluster=control_plane) as real,
+        ):
+            _write_state(
+                state_file,
+                State(
+                    pid=os.getpid(),
+                    kubeconfig=str(control_plane.kubeconfig),
+                    dir=str(control_plane.dir),
+                    mode="real",
+                    node=real.name,
+                    containerd_socket=str(real.containerd_socket),
+                ),
+            )
+            print(f"export KUBECONFIG={control_plane.kubeconfig}", flush=True)
+            log.info(
+                "cluster up in %.1f s, node %s Ready in %.1f s (%s); logs: %s",
+                control_plane.start_seconds or 0.0,
+                real.name,
+                real.start_seconds or 0.0,
+                real.address,
+                ", ".join(str(p) for p in [*control_plane.log_files.values(), *real.log_files.values()]),
+            )
+            log.info("hostNetwork pods reach the apiserver with %s", control_plane.api_env)
+            log.info("Ctrl-C here or `python -m localkube down` elsewhere stops it")
+            control.serve(control_plane.dir, control_plane.restart)
+            return _watch(control_plane, real)
+    except KeyboardInterrupt:
+        log.info("stopped")
+        return 0
+    except (binaries.MissingBinaryError, cluster.ClusterStartError, node.RealNodeStartError) as error:
+        print(f"localkube: {error}", file=sys.stderr)
+        return 1
+    finally:
+        state = _read_state(state_file)
+        if state is not None and state.pid == os.getpid():
+            state_file.unlink(missing_ok=True)
+
+
+def _watch(control_plane: cluster.Cluster, real: node.RealNode | None = None) -> int:
     """Stay in the foreground; end with an error when a server dies, so a broken cluster is noticed."""
+    logs = {**control_plane.log_files, **(real.log_files if real is not None else {})}
     while True:
-        dead = control_plane.dead_processes()
+        dead = control_plane.dead_processes() + (real.dead_processes() if real is not None else [])
         if dead:
             for name in dead:
-                path = control_plane.log_files[name]
+                path = logs[name]
                 log.error("%s exited; last lines of %s:\n%s", name, path, procs.tail(path))
             return 1
         time.sleep(1.0)
@@ -182,7 +263,12 @@ def _read_state(state_file: Path) -> State | None:
     try:
         raw = json.loads(state_file.read_text())
         return State(
-            pid=int(raw["pid"]), kubeconfig=str(raw["kubeconfig"]), dir=str(raw["dir"]), mode=str(raw["mode"])
+            pid=int(raw["pid"]),
+            kubeconfig=str(raw["kubeconfig"]),
+            dir=str(raw["dir"]),
+            mode=str(raw["mode"]),
+            node=str(raw.get("node") or "fake"),
+            containerd_socket=str(raw.get("containerd_socket") or ""),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

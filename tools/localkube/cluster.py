@@ -4,8 +4,17 @@ For: starting the four servers from the prebuilt binaries in a fresh temporary d
 and their own CA, waiting until the cluster can run Jobs (``/readyz``, the ``default`` namespace and its
 ``default`` ServiceAccount), and tearing everything down again: processes (whole process groups), the
 temporary directory and etcd's data in /dev/shm. Teardown runs on ``with`` exit, ``stop()``, interpreter
-exit, Ctrl-C and SIGTERM. Must not: run pods (that is the fake kubelet's job), build binaries, bind to
-anything but 127.0.0.1, or touch state outside its own directories (stale ones of dead owners excepted).
+exit, Ctrl-C and SIGTERM. Must not: run pods (that is the kubelets' job: ``kubelet.FakeKubelet`` or
+``node.RealNode``), build binaries, bind to anything but 127.0.0.1, or touch state outside its own
+directories (stale ones of dead owners excepted).
+
+What real workloads need is on: ServiceAccount admission (pods get a token volume; the fake kubelet ignores
+volumes), the deployment and replicaset controllers when asked for (``controllers=WORKLOAD_CONTROLLERS``),
+the Node authorizer for a real kubelet's own certificate, and a client certificate plus the CA with which
+the apiserver reaches a kubelet's API on the node's InternalIP (``kubectl logs``/``exec``). Pods reach the
+apiserver only with ``hostNetwork`` at 127.0.0.1 (``api_env``): there is no kube-proxy, so the
+``kubernetes`` Service's IP leads nowhere, and the apiserver stays on loopback rather than listening on a
+pod-reachable address.
 
 The node-lifecycle controller is deliberately not run: the fake node sends no heartbeats, and that
 controller would mark it NotReady and evict its pods.
@@ -44,6 +53,10 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
     "root-ca-certificate-publisher-controller",
 )
+# For a cluster with a real node, where Deployments must create pods. Not in the default list: with the
+# fake kubelet a Deployment's pods would run as host processes, and tests of the chart rely on a
+# Deployment creating no pod there (tests/integration/test_helm_install.py).
+WORKLOAD_CONTROLLERS = (*CONTROLLERS, "deployment-controller", "replicaset-controller")
 
 _OWNER_FILE = ".localkube-owner"  # holds the pid of the process that owns the directory
 _KEEP_FILE = ".localkube-keep"  # a kept log directory, which the stale sweep must leave alone
@@ -112,6 +125,27 @@ class Cluster:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self._port}"
+
+    @property
+    def keep(self) -> bool:
+        """Whether stop() keeps the directory with the logs (``keep=True`` or LOCALKUBE_KEEP=1)."""
+        return self._keep
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def pki(self) -> pki.Pki:
+        """The cluster's CA and certificates, for a node that needs certificates of its own."""
+        if self._pki is None:
+            raise RuntimeError("the cluster is not started")
+        return self._pki
+
+    @property
+    def api_env(self) -> dict[str, str]:
+        """What a ``hostNetwork`` pod needs to find the apiserver with its in-cluster configuration."""
+        return {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self._port)}
 
     @property
     def credentials(self) -> rest.Credentials:
@@ -232,12 +266,18 @@ class Cluster:
             f"--service-account-key-file={certs.service_account_public_key}",
             f"--service-account-signing-key-file={certs.service_account_key}",
             "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
+            # Node: a real kubelet acts with its own certificate (system:node:<name>), as on a real cluster.
+            "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
-            # ServiceAccount: pods need no token volume (there is no real kubelet to mount one).
             # TaintNodesByCondition: it taints every new Node not-ready, and only the node-lifecycle
             # controller, which we do not run, would remove the taint.
-            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+            "--disable-admission-plugins=TaintNodesByCondition",
+            # A real node's kubelet serves its API on the node's bridge address with a certificate from
+            # our CA; the Hostname address (tried first by default) would need a name that resolves.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={certs.ca_cert}",
+            f"--kubelet-client-certificate={certs.kubelet_client_cert}",
+            f"--kubelet-client-key={certs.kubelet_client_key}",
             "--profiling=false",
         )
         self._wait(lambda: _etcd_healthy(etcd_port), "etcd /health", deadline)

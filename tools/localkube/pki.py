@@ -1,7 +1,9 @@
 """The local cluster's certificates and keys, made with the ``openssl`` command-line tool.
 
 For: one throw-away CA per cluster, the apiserver serving certificate (SANs localhost and 127.0.0.1),
-the admin client certificate (CN=admin, O=system:masters) and the service-account signing key.
+the admin client certificate (CN=admin, O=system:masters), the apiserver's client certificate for
+kubelets (logs, exec), the service-account signing key, and on request more certificates signed by the
+same CA (``issue``: a real node's kubelet serving and client certificates).
 Must not: be used for anything but a throw-away local cluster (the keys are unencrypted on disk),
 or reach the network.
 
@@ -70,6 +72,10 @@ class Pki:
     # it does not read PKCS#8 private keys).
     service_account_key: Path
     service_account_public_key: Path
+    # The apiserver's identity towards kubelets (logs, exec, port-forward): a member of system:masters,
+    # so a kubelet that authorizes by webhook would allow it too.
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
 
 
 def create(directory: Path) -> Pki:
@@ -89,6 +95,8 @@ def create(directory: Path) -> Pki:
         admin_key=directory / "admin.key",
         service_account_key=directory / "sa.key",
         service_account_public_key=directory / "sa.pub",
+        kubelet_client_cert=directory / "apiserver-kubelet-client.crt",
+        kubelet_client_key=directory / "apiserver-kubelet-client.key",
     )
     _run(
         openssl,
@@ -97,6 +105,15 @@ def create(directory: Path) -> Pki:
     )
     _issue(openssl, config, pki, "serving", "/CN=kube-apiserver", pki.serving_cert, pki.serving_key)
     _issue(openssl, config, pki, "client", "/O=system:masters/CN=admin", pki.admin_cert, pki.admin_key)
+    _issue(
+        openssl,
+        config,
+        pki,
+        "client",
+        "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        pki.kubelet_client_cert,
+        pki.kubelet_client_key,
+    )
     _run(
         openssl,
         *("genpkey", "-algorithm", "EC", "-pkeyopt", f"ec_paramgen_curve:{_CURVE}"),
@@ -112,6 +129,37 @@ def create(directory: Path) -> Pki:
         str(pki.service_account_public_key),
     )
     return pki
+
+
+def issue(
+    pki: Pki,
+    *,
+    subject: str,
+    cert: Path,
+    key: Path,
+    server_ips: tuple[str, ...] = (),
+    client: bool = False,
+) -> None:
+    """Sign one more certificate with the cluster's CA: a serving one for ``server_ips``, or a client one.
+
+    ``subject`` is openssl's form, e.g. ``/O=system:nodes/CN=system:node:real-node-0``.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise PkiError("the openssl command is needed to make the local cluster's certificates")
+    if client == bool(server_ips):
+        raise ValueError("a certificate is either a client one or serves some IP addresses")
+    # An extension section of its own: the SANs differ per certificate.
+    usage = "clientAuth" if client else "serverAuth"
+    sans = "" if client else "subjectAltName = " + ", ".join(f"IP:{ip}" for ip in server_ips) + "\n"
+    config = cert.with_suffix(".cnf")
+    config.write_text(
+        _CONFIG
+        + "[issued]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
+        + f"extendedKeyUsage = {usage}\nauthorityKeyIdentifier = keyid\n{sans}"
+    )
+    _issue(openssl, config, pki, "issued", subject, cert, key)
+    config.unlink()
 
 
 def _issue(openssl: str, config: Path, pki: Pki, section: str, subject: str, cert: Path, key: Path) -> None:

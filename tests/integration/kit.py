@@ -292,23 +292,35 @@ class JobRecorder:
 
     def _run(self) -> None:
         batch = client.BatchV1Api(self._api)
-        version = batch.list_namespaced_job(self._namespace).metadata.resource_version
+        version = ""
         while not self._stop.is_set():
-            stream = watch.Watch()
-            for event in stream.stream(
-                batch.list_namespaced_job,
-                self._namespace,
-                resource_version=version,
-                timeout_seconds=5,
-                allow_watch_bookmarks=False,
-            ):
-                job = event["object"]
-                version = job.metadata.resource_version
-                if event["type"] == "ADDED":
-                    self.uids[job.metadata.name].add(job.metadata.uid)
-                    self.created.setdefault(job.metadata.name, job.metadata.creation_timestamp)
-                if self._stop.is_set():
-                    stream.stop()
+            try:
+                if not version:  # (re)list: after a start, an expired watch (410) or an API server restart
+                    listed = batch.list_namespaced_job(self._namespace)
+                    for job in listed.items:
+                        self._saw(job)
+                    version = listed.metadata.resource_version
+                stream = watch.Watch()
+                for event in stream.stream(
+                    batch.list_namespaced_job,
+                    self._namespace,
+                    resource_version=version,
+                    timeout_seconds=5,
+                    allow_watch_bookmarks=False,
+                ):
+                    job = event["object"]
+                    version = job.metadata.resource_version
+                    if event["type"] == "ADDED":
+                        self._saw(job)
+                    if self._stop.is_set():
+                        stream.stop()
+            except Exception:  # the API server restarting under the test: list again when it is back
+                version = ""
+                time.sleep(0.5)
+
+    def _saw(self, job: Any) -> None:
+        self.uids[job.metadata.name].add(job.metadata.uid)
+        self.created.setdefault(job.metadata.name, job.metadata.creation_timestamp)
 
     def __enter__(self) -> JobRecorder:
         self._thread.start()

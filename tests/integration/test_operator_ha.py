@@ -109,6 +109,31 @@ def test_a_standby_takes_over_after_a_kill_and_at_once_after_a_clean_stop(
         wait_for(lambda: _leading(leader), timeout=15, interval=0.1, message="no takeover after SIGTERM")
         term_gap = time.monotonic() - stopping
         wait_for(lambda: len(recorder.created) >= 3 + 6, timeout=30, message="runs did not go on")
+
+        # A leader frozen (SIGSTOP) for three lease durations: the standby takes over; thawed, the old leader
+        # finds its lease gone and its renew deadline passed, and acts no more.
+        standby.start()
+        frozen = leader
+        assert frozen.proc is not None
+        os.killpg(frozen.proc.pid, signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: _leading(standby),
+                timeout=LEASE + 20,
+                interval=0.2,
+                message="no takeover while frozen",
+            )
+            time.sleep(2 * LEASE)
+        finally:
+            os.killpg(frozen.proc.pid, signal.SIGCONT)
+        wait_for(lambda: not _leading(frozen), timeout=10, message="the thawed leader still claims to lead")
+        assert _leading(standby)
+        before = len(recorder.created)
+        wait_for(
+            lambda: len(recorder.created) >= before + 3,
+            timeout=30,
+            message="runs did not go on after the thaw",
+        )
         tasks.settle("ha")
     print(f"takeover after SIGKILL of the leader: {kill_gap:.1f} s; after SIGTERM: {term_gap:.1f} s")
     assert recorder.duplicates() == {}

@@ -1,8 +1,18 @@
 """The ``http`` handler: sends one HTTP request and checks the response status.
 
-Parameters: ``url`` (required), ``method`` (GET), ``headers`` ({}), ``body`` (a string, or a JSON object or
-array sent as JSON), ``expectedStatus`` (list of codes; default any 2xx), ``timeoutSeconds`` (10, per
-try) and ``retries`` (2).
+Parameters: ``url`` (required), ``method`` (GET), ``headers`` ({}), ``headersFrom`` ({} : header name ->
+the name of an environment variable holding its value, for credentials: fill the variable from a Secret in
+the task's ``podTemplate``, never put them in ``parameters``), ``body`` (a string, or a JSON object or array
+sent as JSON), ``expectedStatus`` (list of codes; default any 2xx), ``timeoutSeconds`` (10, per try),
+``retries`` (2) and ``followRedirects`` (false).
+
+Redirects are not followed by default: a 3xx is the answer (so ``expectedStatus: [302]`` works). With
+``followRedirects: true`` up to 5 are followed, but never from https to http, and never to another host while
+the request carries credentials (``Authorization``, ``Cookie``, ``Proxy-Authorization`` or any ``headersFrom``
+header): those end the attempt as a permanent failure instead of sending the credentials elsewhere.
+
+The URL in messages and logs has its query string replaced by ``?…``: query strings often carry tokens, and
+messages end up in ``status.history`` and Events, readable by anyone who may read the task.
 
 How a request ends::
 
@@ -26,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -58,6 +69,11 @@ class HttpParameters(pydantic.BaseModel):
     method: str = pydantic.Field("GET", pattern=r"^[A-Za-z]+$", description="HTTP method.")
     url: str = pydantic.Field(description="http:// or https:// URL to send the request to.")
     headers: dict[str, str] = pydantic.Field(default_factory=dict, description="Request headers.")
+    headers_from: dict[str, str] = pydantic.Field(
+        default_factory=dict,
+        description="Header name -> environment variable holding its value (credentials).",
+    )
+    follow_redirects: bool = pydantic.Field(False, description="Follow up to 5 redirects (safely).")
     body: str | dict[str, Any] | list[Any] | None = pydantic.Field(
         None, description="Request body: a string as is, a JSON object or array as application/json."
     )
@@ -82,7 +98,9 @@ class HttpParameters(pydantic.BaseModel):
             raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
         if parts.username is not None or parts.password is not None:
             # urllib does not send them, and they would end up in logs and messages: use a header.
-            raise ValueError("must not contain credentials; send them in an Authorization header instead")
+            raise ValueError(
+                "must not contain credentials; send them with headersFrom (an Authorization header)"
+            )
         return value
 
     def is_expected(self, status: int) -> bool:
@@ -122,8 +140,8 @@ class HttpHandler(sdk.TaskHandler):
 
     def execute(self, context: sdk.TaskContext) -> sdk.TaskResult:
         parameters = _params.parse(HttpParameters, context.parameters, handler="http")
-        request = _build_request(parameters)
-        target = f"{parameters.method} {parameters.url}"
+        request = _build_request(parameters, secrets=_secret_headers(parameters))
+        target = f"{parameters.method} {redact(parameters.url)}"
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome is not None else None
@@ -150,8 +168,69 @@ class HttpHandler(sdk.TaskHandler):
         return _judge(response, parameters=parameters, target=target)
 
 
-def _build_request(parameters: HttpParameters) -> urllib.request.Request:
-    headers = dict(parameters.headers)
+def redact(url: str) -> str:
+    """The URL without its query string (it often carries tokens) nor fragment, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "…" if parts.query else "", ""))
+
+
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+MAX_REDIRECTS = 5
+
+
+def _secret_headers(parameters: HttpParameters) -> dict[str, str]:
+    """``headersFrom``: each header's value from the executor's environment (filled from a Secret)."""
+    found: dict[str, str] = {}
+    for header, variable in parameters.headers_from.items():
+        value = os.environ.get(variable)
+        if value is None:
+            raise sdk.PermanentError(
+                f"headersFrom.{header}: the environment variable {variable} is not set (set it from a Secret "
+                "in the task's podTemplate)"
+            )
+        found[header] = value
+    return found
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only when asked, and never where credentials must not go."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def __init__(self, *, follow: bool, credentials: bool) -> None:
+        super().__init__()
+        self.follow = follow
+        self.credentials = credentials
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        if not self.follow:
+            return None  # the 3xx is the answer
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if old.scheme == "https" and new.scheme != "https":
+            raise _UnsafeRedirect(f"refused a redirect from https to {new.scheme}: {redact(newurl)}")
+        if self.credentials and (new.hostname, new.port) != (old.hostname, old.port):
+            raise _UnsafeRedirect(f"refused a redirect to another host with credentials: {redact(newurl)}")
+        method = req.get_method()
+        if code in (307, 308):
+            return urllib.request.Request(
+                newurl, data=req.data, headers=dict(req.header_items()), method=method
+            )
+        # 301/302 after a POST and every 303 become a GET without a body, as clients do.
+        keep = method if code in (301, 302) and method != "POST" else "GET"
+        headers_kept = {
+            k: v for k, v in req.header_items() if k.lower() not in ("content-type", "content-length")
+        }
+        return urllib.request.Request(newurl, headers=headers_kept, method=keep)
+
+
+class _UnsafeRedirect(Exception):
+    pass
+
+
+def _build_request(parameters: HttpParameters, *, secrets: dict[str, str]) -> urllib.request.Request:
+    headers = {**parameters.headers, **secrets}
     names = {name.lower() for name in headers}
     data: bytes | None = None
     if isinstance(parameters.body, str):
@@ -170,13 +249,20 @@ def _build_request(parameters: HttpParameters) -> urllib.request.Request:
 
 def _send(request: urllib.request.Request, *, parameters: HttpParameters, timeout: float) -> _Response:
     """One try; raises _TransientError for what another try may fix."""
+    names = {name.lower() for name, _ in request.header_items()}
+    credentials = bool(names & CREDENTIAL_HEADERS) or bool(parameters.headers_from)
+    opener = urllib.request.build_opener(
+        _Redirects(follow=parameters.follow_redirects, credentials=credentials)
+    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+        with opener.open(request, timeout=timeout) as answer:
             response = _Response(status=answer.status, body=answer.read(_MAX_BODY_BYTES))
     except urllib.error.HTTPError as exc:
         # urllib raises for every status outside 2xx; for us that is still an answer to judge.
         with exc:
             response = _Response(status=exc.code, body=exc.read(_MAX_BODY_BYTES))
+    except _UnsafeRedirect as exc:
+        raise sdk.PermanentError(str(exc)) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise _TransientError(f"{type(reason).__name__}: {reason}") from exc

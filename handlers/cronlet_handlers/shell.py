@@ -1,7 +1,9 @@
 """The ``shell`` handler: runs one command; exit status 0 is success.
 
 ``command`` is a list (run directly, no shell) or a string (run by ``/bin/sh -c``). Its output is
-logged line by line as it comes, and the tail of it goes into the result message. A non-zero exit or a
+logged line by line as it comes, and the tail of it goes into the result message, unless
+``includeOutput: false`` (the message lands in ``status.history`` and Events, readable by anyone who may read
+the task; output that may hold secrets should stay in the pod's log). A non-zero exit or a
 timeout is a retryable failure; a command that cannot be started at all (no such executable or working
 directory) is permanent, since the image will not change between attempts.
 
@@ -47,6 +49,9 @@ class ShellParameters(pydantic.BaseModel):
     working_dir: str | None = pydantic.Field(
         None, min_length=1, description="Directory to run the command in."
     )
+    include_output: bool = pydantic.Field(
+        True, description="Put the tail of the output in the result message (false: in the pod's log only)."
+    )
 
     @pydantic.field_validator("command", mode="before")
     @classmethod
@@ -88,7 +93,7 @@ class ShellHandler(sdk.TaskHandler):
         except OSError as exc:
             raise sdk.PermanentError(f"cannot start the command: {exc}") from exc
 
-        tails = _Tails()
+        tails = _Tails(keep=parameters.include_output)
         pumps = [
             _pump(stream=process.stdout, tail=tails.stdout, label="stdout", context=context),
             _pump(stream=process.stderr, tail=tails.stderr, label="stderr", context=context),
@@ -121,11 +126,14 @@ class ShellHandler(sdk.TaskHandler):
 class _Tails:
     """The last lines of each output stream, for the result message."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: bool = True) -> None:
+        self.keep = keep
         self.stdout: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self.stderr: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
     def last(self, *, prefer_stderr: bool = True) -> str:
+        if not self.keep:
+            return ""
         # On failure the reason is usually on stderr; on success what matters is on stdout.
         first, second = (self.stderr, self.stdout) if prefer_stderr else (self.stdout, self.stderr)
         lines = first or second

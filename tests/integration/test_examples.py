@@ -28,7 +28,7 @@ def http_server() -> Iterator[tuple[str, list[str]]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            hits.append(self.path)
+            hits.append(f"{self.path} {self.headers.get('Authorization', '')}".strip())
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"ok")
@@ -115,7 +115,7 @@ def test_03_http(
     _run_now(docs[0])
     _apply(docs, ns=tasks.ns, kubeconfig=kubeconfig, kubectl=cluster_bin / "kubectl")
     tasks.wait_status("ping-service", _succeeded(), timeout=30)
-    assert "/healthz" in hits
+    assert "/healthz Bearer replace-me" in hits  # the token came from the Secret, not from parameters
 
 
 def test_04_retries(tasks: Tasks, kubeconfig: str, cluster_bin: Path) -> None:

@@ -68,6 +68,11 @@ def build_job(*, task: TaskView, spec: TaskSpec, run: JobToCreate, image: str) -
     }
     pod_meta: dict[str, Any] = {"labels": dict(labels), "annotations": dict(annotations)}
     pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    template_spec = (spec.pod_template or {}).get("spec") or {}
+    if not template_spec.get("serviceAccountName"):
+        # A handler talks to the Kubernetes API only when its task says as whom: without a service account of
+        # its own, the namespace's default token stays out of the pod (podTemplate can still turn it on).
+        pod_spec["automountServiceAccountToken"] = False
     if spec.pod_template:
         _merge_template(pod_meta, pod_spec, spec.pod_template)
     job_spec: dict[str, Any] = {

@@ -335,3 +335,22 @@ def test_an_unreadable_status_is_reported_not_taken_for_an_empty_one(status: dic
     view = manifests.task_view(body, known_handlers=None)
     assert view.status_problem
     assert manifests.task_view({**body, "status": {}}, known_handlers=None).status_problem is None
+
+
+def test_executor_pods_mount_no_service_account_token_unless_the_task_names_one() -> None:
+    def pod_spec(template: dict[str, Any] | None) -> dict[str, Any]:
+        spec = model.TaskSpec.model_validate(
+            {"schedule": "@daily", "handler": "echo", "podTemplate": template}
+        )
+        task = views.TaskView(
+            namespace="ns", name="t", uid="u", generation=1, created=T, spec={}, status=model.TaskStatus()
+        )
+        run = views.JobToCreate(run_id="1", attempt=1, scheduled_time=T)
+        job = manifests.build_job(task=task, spec=spec, run=run, image="img")
+        result: dict[str, Any] = job["spec"]["template"]["spec"]
+        return result
+
+    assert pod_spec(None)["automountServiceAccountToken"] is False
+    named = pod_spec({"spec": {"serviceAccountName": "reporter"}})
+    assert "automountServiceAccountToken" not in named and named["serviceAccountName"] == "reporter"
+    assert pod_spec({"spec": {"automountServiceAccountToken": True}})["automountServiceAccountToken"] is True

@@ -203,6 +203,7 @@ class Server:
 
     def __init__(self) -> None:
         self.script: dict[str, list[tuple[int, str]]] = {}
+        self.locations: dict[str, str] = {}  # path -> Location header of its answer (redirects)
         self.delay_seconds = 0.0
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -229,6 +230,8 @@ class Server:
                 # A client that timed out has hung up by now; that is the point of the delay, not an error.
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.send_response(status)
+                    if self.path in server.locations:
+                        self.send_header("Location", server.locations[self.path])
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
@@ -488,3 +491,74 @@ def test_sleep_bad_parameters_are_permanent(parameters: dict[str, Any], expected
     with pytest.raises(sdk.PermanentError) as raised:
         sleep.SleepHandler(sleep=FakeSleep()).execute(_context(parameters, handler="sleep"))
     assert expected in str(raised.value)
+
+
+# --------------------------------------------------------------------------- http: secrets and redirects
+
+
+def test_http_headers_from_the_environment_carry_credentials(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("API_TOKEN", "Bearer s3cret")
+    result = _http({"url": f"{server.url}/x", "headersFrom": {"Authorization": "API_TOKEN"}})
+    assert result.success
+    assert server.requests[0]["headers"]["Authorization"] == "Bearer s3cret"
+    assert "s3cret" not in result.message
+
+
+def test_http_headers_from_a_missing_variable_is_permanent(server: Server) -> None:
+    with pytest.raises(sdk.PermanentError, match="NO_SUCH_VARIABLE is not set"):
+        _http({"url": f"{server.url}/x", "headersFrom": {"Authorization": "NO_SUCH_VARIABLE"}})
+    assert server.requests == []
+
+
+def test_http_redirects_are_not_followed_by_default_so_302_can_be_expected(server: Server) -> None:
+    server.script["/old"] = [(302, "moved")]
+    server.locations["/old"] = f"{server.url}/new"
+    result = _http({"url": f"{server.url}/old", "method": "POST", "body": "x", "expectedStatus": [302]})
+    assert result.success, result.message
+    assert [r["path"] for r in server.requests] == ["/old"]  # not followed, and not turned into a GET
+
+
+def test_http_followed_redirects_stay_on_the_host_with_credentials(server: Server) -> None:
+    server.script["/old"] = [(302, "moved")]
+    server.locations["/old"] = f"{server.url}/new"
+    ok = _http(
+        {"url": f"{server.url}/old", "followRedirects": True, "headers": {"Authorization": "Bearer t"}}
+    )
+    assert ok.success and [r["path"] for r in server.requests] == ["/old", "/new"]
+    other = Server()
+    try:
+        server.locations["/old"] = f"{other.url}/steal"
+        with pytest.raises(sdk.PermanentError, match="another host with credentials"):
+            _http(
+                {
+                    "url": f"{server.url}/old",
+                    "followRedirects": True,
+                    "headers": {"Authorization": "Bearer t"},
+                }
+            )
+        assert other.requests == []  # the token never reached the other host
+    finally:
+        other.close()
+
+
+def test_http_never_follows_https_down_to_http() -> None:
+    redirects = http_handler._Redirects(follow=True, credentials=False)
+    request = http_handler.urllib.request.Request("https://example.invalid/a")
+    with pytest.raises(http_handler._UnsafeRedirect, match="from https to http"):
+        redirects.redirect_request(request, None, 302, "Found", {}, "http://example.invalid/b")
+
+
+def test_http_messages_do_not_show_query_strings(server: Server) -> None:
+    server.script["/hook"] = [(404, "nope")]
+    result = _http({"url": f"{server.url}/hook?token=s3cret&x=1"})
+    assert "s3cret" not in result.message and f"{server.url}/hook?…" in result.message
+
+
+def test_shell_output_can_be_kept_out_of_the_result_message(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    result = _shell({"command": "echo the-secret-token; exit 3", "includeOutput": False})
+    assert not result.success and "the-secret-token" not in result.message
+    assert result.message == "command exited with status 3"
+    assert "the-secret-token" in caplog.text  # still in the pod's log

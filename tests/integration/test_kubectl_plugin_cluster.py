@@ -72,7 +72,7 @@ def test_run_history_suspend_resume_next(
     code, out, err = plugin(capsys, kubeconfig, "next", "yearly", "-n", namespace, "--count", "2")
     assert code == 0, err
     body = tasks.get("yearly")
-    sched = schedule.compile_cron("@yearly", time_zone="UTC", hash_key=body["metadata"]["uid"])
+    sched = schedule.compile_cron("@yearly", time_zone="UTC", hash_key=f"{namespace}/yearly")
     expected = schedule.upcoming(sched, kubectl_plugin.next_start(body, before), 2)
     assert out.splitlines() == [rfc3339(t) for t in expected]
     assert out.splitlines()[0] == body["status"]["nextRunTime"]

@@ -352,7 +352,7 @@ def cmd_next(args: argparse.Namespace) -> int:
             raise CommandError(
                 EXIT_USAGE,
                 "--tz and --hash-key go with --schedule; for NAME they come from the "
-                "task (spec.timeZone, metadata.uid)",
+                "task (spec.timeZone, namespace/name)",
             )
         name = str(args.name)
         target = _target(args)
@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--hash-key",
         default=None,
         metavar="KEY",
-        help="with --schedule: key for H fields (the operator uses the task's metadata.uid)",
+        help="with --schedule: key for H fields (the operator uses the task's namespace/name)",
     )
     nxt.set_defaults(func=cmd_next)
 

@@ -81,11 +81,18 @@ def compile_task(task: TaskView) -> tuple[TaskSpec, schedule.Schedule]:
 
 def _compile_schedule(spec: TaskSpec, task: TaskView) -> schedule.Schedule:
     if spec.schedule is not None and spec.interval is None:
-        return schedule.compile_cron(spec.schedule, time_zone=spec.time_zone, hash_key=task.uid)
+        # H hashes the task's namespace/name, not its uid: deleting and re-creating it (a GitOps sync, a backup
+        # restore) keeps its times.
+        return schedule.compile_cron(spec.schedule, time_zone=spec.time_zone, hash_key=hash_key(task))
     if spec.interval is not None and spec.schedule is None:
         schedule.load_zone(spec.time_zone)
         return schedule.compile_interval(spec.interval, anchor=task.created)
     raise InvalidSpec("InvalidSchedule", "set exactly one of spec.schedule or spec.interval")
+
+
+def hash_key(task: TaskView) -> str:
+    """What ``H`` in a cron expression hashes: ``namespace/name``."""
+    return f"{task.namespace}/{task.name}"
 
 
 def _check_handler(spec: TaskSpec, task: TaskView) -> None:

@@ -672,3 +672,12 @@ def test_sub_millisecond_intervals_are_rejected() -> None:
     t = views.TaskView(**{**task().__dict__, "spec": {"interval": "1.0005s", "handler": "echo"}})
     r = step(t, [], now=2)
     assert r.status.phase == "Invalid" and r.status.conditions[0].reason == "InvalidInterval"
+
+
+def test_h_hashes_namespace_and_name_so_a_recreated_task_keeps_its_times() -> None:
+    spec = {"schedule": "H H * * *"}
+    first = step(task(spec), [], now=1)
+    again = step(views.TaskView(**{**task(spec).__dict__, "uid": "a-new-uid-after-re-creation"}), [], now=1)
+    assert first.status.next_run_time == again.status.next_run_time
+    other = step(views.TaskView(**{**task(spec).__dict__, "name": "another-task"}), [], now=1)
+    assert other.status.next_run_time != first.status.next_run_time

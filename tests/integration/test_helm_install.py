@@ -194,7 +194,10 @@ def test_helm_install_creates_every_rendered_object_without_pod_security_warning
     kinds = sorted(doc["kind"] for doc in rendered)
     # Namespaced mode: nothing cluster-wide, and no CRD (crds.install=false). Two Roles: the tasks' namespace,
     # and leader election's Lease in the release namespace.
+    # Cluster-scoped only the users' roles, aggregated into view/edit/admin.
     assert kinds == [
+        "ClusterRole",
+        "ClusterRole",
         "Deployment",
         "PodDisruptionBudget",
         "Role",
@@ -206,11 +209,19 @@ def test_helm_install_creates_every_rendered_object_without_pod_security_warning
     ], kinds
     # Every template sets its namespace; one that did not would be looked up (and missed) in "default".
     stored = json.loads(kubectl("get", "-f", "-", "-o", "json", stdin=installed.manifest).stdout)
+    cluster_scoped = {"ClusterRole"}
     found = {
-        (item["kind"], item["metadata"]["namespace"], item["metadata"]["name"]) for item in stored["items"]
+        (item["kind"], item["metadata"].get("namespace", ""), item["metadata"]["name"])
+        for item in stored["items"]
     }
     expected = {
-        (doc["kind"], doc["metadata"].get("namespace", installed.release_namespace), doc["metadata"]["name"])
+        (
+            doc["kind"],
+            ""
+            if doc["kind"] in cluster_scoped
+            else doc["metadata"].get("namespace", installed.release_namespace),
+            doc["metadata"]["name"],
+        )
         for doc in rendered
     }
     assert found == expected
@@ -523,3 +534,38 @@ def test_service_account_is_refused_what_the_operator_does_not_need(
     # Nothing slipped through (the CRD defaults suspend to false).
     target = Tasks(kube, ns).get("target")
     assert target["spec"]["suspend"] is False and "x" not in (target["metadata"].get("labels") or {})
+
+
+def test_kubernetes_own_roles_grant_scheduledtasks_by_aggregation(
+    installed: Install, kube: client.ApiClient, kubectl: Kubectl
+) -> None:
+    """Someone with the built-in `edit` role in a namespace may create ScheduledTasks there, someone with
+    `view` may read them, and neither may write their status (the operator's alone)."""
+    rbac = client.RbacAuthorizationV1Api(kube)
+    ns = installed.tasks_namespace
+    for role in ("view", "edit"):
+        rbac.create_namespaced_role_binding(
+            ns,
+            {
+                "metadata": {"name": f"alice-{role}"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [
+                    {"kind": "User", "name": f"alice-{role}", "apiGroup": "rbac.authorization.k8s.io"}
+                ],
+            },
+        )
+
+    def can(user: str, verb: str, resource: str, *extra: str) -> bool:
+        done = kubectl("auth", "can-i", verb, resource, *extra, "-n", ns, f"--as={user}", check=False)
+        return done.stdout.strip() == "yes"
+
+    # The aggregation controller folds the chart's roles into view and edit: wait for it.
+    wait_for(
+        lambda: can("alice-edit", "create", "scheduledtasks.cronlet.dev"),
+        timeout=30,
+        message="edit does not grant creating ScheduledTasks",
+    )
+    assert can("alice-view", "list", "scheduledtasks.cronlet.dev")
+    assert not can("alice-view", "create", "scheduledtasks.cronlet.dev")
+    assert can("alice-edit", "patch", "scheduledtasks.cronlet.dev")
+    assert not can("alice-edit", "patch", "scheduledtasks.cronlet.dev", "--subresource=status")

@@ -30,11 +30,11 @@ EXPECTED_RBAC_RULES = [
     {
         "apiGroups": ["cronlet.dev"],
         "resources": ["scheduledtasks/status"],
-        "verbs": ["get", "patch", "update"],
+        "verbs": ["patch"],
     },
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "create", "patch"]},
 ]
 
 
@@ -114,6 +114,8 @@ def test_defaults_render_a_cluster_wide_operator() -> None:
     assert kinds == sorted(
         [
             "ClusterRole",
+            "ClusterRole",  # aggregated into view/edit/admin
+            "ClusterRole",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
@@ -136,7 +138,8 @@ def test_defaults_render_a_cluster_wide_operator() -> None:
 @pytest.mark.binaries
 def test_namespaces_give_a_role_per_namespace_and_nothing_cluster_wide() -> None:
     docs = render("--set", "namespaces={team-a,team-b}")
-    assert not of_kind(docs, "ClusterRole")
+    # Nothing cluster-wide for the operator; only the users' roles aggregated into view/edit/admin.
+    assert [r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")] == ["cronlet-view", "cronlet-edit"]
     assert not of_kind(docs, "ClusterRoleBinding")
     task_roles = [r for r in of_kind(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
     assert sorted(role["metadata"]["namespace"] for role in task_roles) == ["team-a", "team-b"]
@@ -395,6 +398,7 @@ def test_crd_is_rendered_with_keep_policy_and_can_be_left_out() -> None:
 def test_rbac_is_least_privilege(values: list[str]) -> None:
     docs = render(*values)
     roles = of_kind(docs, "ClusterRole") + of_kind(docs, "Role")
+    roles = [r for r in roles if not r["metadata"]["name"].endswith(("-view", "-edit"))]  # users', below
     election = [r for r in roles if r["metadata"]["name"].endswith("-leader-election")]
     roles = [r for r in roles if r not in election]
     assert roles
@@ -569,3 +573,26 @@ def test_two_replicas_without_election_are_refused() -> None:
     )
     assert result.returncode != 0
     assert "needs leaderElection.enabled" in result.stderr
+
+
+@pytest.mark.binaries
+def test_users_roles_aggregate_into_view_edit_and_admin_and_never_write_status() -> None:
+    roles = {r["metadata"]["name"]: r for r in of_kind(render(), "ClusterRole")}
+    view, edit = roles["cronlet-view"], roles["cronlet-edit"]
+    labels = "rbac.authorization.k8s.io/aggregate-to-{}"
+    assert all(view["metadata"]["labels"][labels.format(r)] == "true" for r in ("view", "edit", "admin"))
+    assert all(edit["metadata"]["labels"][labels.format(r)] == "true" for r in ("edit", "admin"))
+    assert labels.format("view") not in edit["metadata"]["labels"]
+    assert view["rules"] == [
+        {
+            "apiGroups": ["cronlet.dev"],
+            "resources": ["scheduledtasks", "scheduledtasks/status"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    assert edit["rules"][0]["resources"] == ["scheduledtasks"]  # not scheduledtasks/status
+    assert not [
+        r
+        for r in of_kind(render("--set", "aggregatedRoles.enabled=false"), "ClusterRole")
+        if r["metadata"]["name"].endswith(("-view", "-edit"))
+    ]

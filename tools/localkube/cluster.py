@@ -52,6 +52,8 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
     "ttl-after-finished-controller",
     "root-ca-certificate-publisher-controller",
+    # Folds ClusterRoles labelled aggregate-to-view/edit/admin into those roles (the chart ships such roles).
+    "clusterrole-aggregation-controller",
 )
 # For a cluster with a real node, where Deployments must create pods. Not in the default list: with the
 # fake kubelet a Deployment's pods would run as host processes, and tests of the chart rely on a

@@ -68,23 +68,24 @@ Least privilege: named verbs and resources only, never "*".
 - apiGroups: ["cronlet.dev"]
   resources: ["scheduledtasks"]
   verbs: ["get", "list", "watch"]
-# ...only their status.
+# ...only their status, with merge patches (never update).
 - apiGroups: ["cronlet.dev"]
   resources: ["scheduledtasks/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # One executor Job per attempt; delete for concurrencyPolicy Replace and history limits.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Read executor pods for their termination message (the TaskResult).
+# List a Job's executor pods (by label): their termination message (the TaskResult), or why they did not start.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list"]
+  verbs: ["list"]
 # Events about tasks (InvalidSchedule, RetriesExhausted, MissedSchedule, ...), core API only: that is what the operator posts.
 # get: an Event that exists already (same task, reason and message) is read, and its count patched.
+# list: a Job's FailedCreate Warnings say why an attempt has no pod (spec.startTimeout).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "create", "patch"]
 {{- end }}
 
 {{/* Whether the Prometheus Operator CRDs are there, or rendering is forced. Arguments: (dict "root" $ "kind" "ServiceMonitor" "values" .Values.serviceMonitor) */}}

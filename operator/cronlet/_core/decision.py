@@ -171,6 +171,7 @@ class _Pass:
         self.cursor = times.parse_optional(old.last_due_time)  # the most recent due time handled
         self.started: set[str] = set()  # run ids started by this pass
         self.forgotten: list[JobObservation] = []  # finished Jobs a reset status knows nothing of
+        self.awaiting_create = False  # a claimed attempt has no Job yet (a refused create keeps Ready=False)
 
     def outcome(self, token: str | None) -> status.Outcome:
         return status.Outcome(
@@ -185,6 +186,7 @@ class _Pass:
             run_result=self.run_result,
             next_due=self.next_due,
             run_now_token=token,
+            awaiting_create=self.awaiting_create,
         )
 
     # ------------------------------------------------------------------ steps
@@ -291,8 +293,10 @@ class _Pass:
         claimed = times.parse_optional(entry.claim_time)
         if job is None and claimed is not None and self.now - claimed < RECLAIM_AFTER:
             self.wake.append(claimed + RECLAIM_AFTER)  # its claimant may still create it: do not race them
+            self.awaiting_create = True
             return entry
         if job is None and claimed is not None and self.now - claimed < CLAIM_GRACE:
+            self.awaiting_create = True
             return self._claim_again(entry)
         # Failed, or the Job is gone before we saw it finish (deleted by hand, or lost).
         self.observations.append(AttemptFinished("Failed"))

@@ -32,6 +32,7 @@ class Outcome:
     run_result: tuple[bool, str, str] | None  # LastRunSucceeded: (ok, reason, message)
     next_due: datetime | None
     run_now_token: str | None
+    awaiting_create: bool = False  # a claimed attempt whose Job is not created yet
 
 
 def build(
@@ -44,8 +45,15 @@ def build(
     waiting = [a for a in outcome.active if a.next_retry_time is not None]
     suspended = spec is not None and spec.suspend
     nxt = times.rfc3339(outcome.next_due) if outcome.next_due is not None else None
+    previous_ready = next((c for c in old.conditions if c.type == "Ready"), None)
+    refused = previous_ready is not None and (previous_ready.status, previous_ready.reason) == (
+        "False",
+        "JobCreateFailed",
+    )
     if invalid is not None:
         ready = _condition(task, "Ready", "False", *invalid, now=outcome.now)
+    elif refused and outcome.awaiting_create and previous_ready is not None:
+        ready = previous_ready  # the API server refused the claimed attempt's Job: say so until it is created
     elif suspended:
         ready = _condition(
             task, "Ready", "True", "Suspended", "suspended: no new runs start", now=outcome.now

@@ -681,3 +681,29 @@ def test_h_hashes_namespace_and_name_so_a_recreated_task_keeps_its_times() -> No
     assert first.status.next_run_time == again.status.next_run_time
     other = step(views.TaskView(**{**task(spec).__dict__, "name": "another-task"}), [], now=1)
     assert other.status.next_run_time != first.status.next_run_time
+
+
+def test_a_refused_job_keeps_ready_false_until_the_claimed_attempt_gets_its_job() -> None:
+    """The API server refused the claimed attempt's Job (Ready=False JobCreateFailed, set by the controller);
+    the passes that wait to claim it anew must not write Ready=True over that."""
+    t = task({"schedule": "@hourly"})
+    first = step(t, [], now=3600)
+    refused = first.status.model_copy(
+        update={
+            "conditions": [
+                first.status.conditions[0].model_copy(
+                    update={
+                        "status": "False",
+                        "reason": "JobCreateFailed",
+                        "message": "could not create Job ...",
+                    }
+                )
+            ]
+        }
+    )
+    waiting = step(then(t, first, status=refused), [], now=3601)
+    ready = {c.type: c for c in waiting.status.conditions}["Ready"]
+    assert (ready.status, ready.reason) == ("False", "JobCreateFailed")
+    created = step(then(t, first, status=refused), [job(3600, created=3600)], now=3602)
+    ready = {c.type: c for c in created.status.conditions}["Ready"]
+    assert (ready.status, ready.reason) == ("True", "Scheduled")

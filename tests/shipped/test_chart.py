@@ -38,6 +38,18 @@ EXPECTED_RBAC_RULES = [
 ]
 
 
+# What the Deployment gives the operator for leader election, by default.
+ELECTION_ENV = [
+    {"name": "CRONLET_LEADER_ELECT", "value": "true"},
+    {"name": "CRONLET_LEADER_ELECT_LEASE_DURATION", "value": "15s"},
+    {"name": "CRONLET_LEADER_ELECT_RENEW_DEADLINE", "value": "10s"},
+    {"name": "CRONLET_LEADER_ELECT_RETRY_PERIOD", "value": "2s"},
+    {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAME", "value": "cronlet"},
+    {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAMESPACE", "value": NAMESPACE},
+    {"name": "CRONLET_LEADER_ELECT_IDENTITY", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+]
+
+
 def tool(name: str) -> Path:
     """A binary built by tools/build.sh; fails the test (not skips) when it is missing."""
     try:
@@ -180,13 +192,7 @@ def test_deployment_runs_two_electing_replicas_with_probes_on_the_metrics_port()
         {"name": "CRONLET_METRICS_PORT", "value": "8080"},
         {"name": "CRONLET_LOG_FORMAT", "value": "json"},
         {"name": "CRONLET_PER_TASK_METRICS", "value": "true"},
-        {"name": "CRONLET_LEADER_ELECT", "value": "true"},
-        {"name": "CRONLET_LEADER_ELECT_LEASE_DURATION", "value": "15s"},
-        {"name": "CRONLET_LEADER_ELECT_RENEW_DEADLINE", "value": "10s"},
-        {"name": "CRONLET_LEADER_ELECT_RETRY_PERIOD", "value": "2s"},
-        {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAME", "value": "cronlet"},
-        {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAMESPACE", "value": NAMESPACE},
-        {"name": "CRONLET_LEADER_ELECT_IDENTITY", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *ELECTION_ENV,
     ]
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
@@ -214,13 +220,7 @@ def test_values_reach_the_operator_environment() -> None:
         {"name": "CRONLET_METRICS_PORT", "value": "9090"},
         {"name": "CRONLET_LOG_FORMAT", "value": "text"},
         {"name": "CRONLET_PER_TASK_METRICS", "value": "false"},
-        {"name": "CRONLET_LEADER_ELECT", "value": "true"},
-        {"name": "CRONLET_LEADER_ELECT_LEASE_DURATION", "value": "15s"},
-        {"name": "CRONLET_LEADER_ELECT_RENEW_DEADLINE", "value": "10s"},
-        {"name": "CRONLET_LEADER_ELECT_RETRY_PERIOD", "value": "2s"},
-        {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAME", "value": "cronlet"},
-        {"name": "CRONLET_LEADER_ELECT_RESOURCE_NAMESPACE", "value": NAMESPACE},
-        {"name": "CRONLET_LEADER_ELECT_IDENTITY", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *ELECTION_ENV,
         {"name": "CRONLET_WORKERS", "value": "8"},
     ]
     assert container["ports"][0]["containerPort"] == 9090

@@ -275,36 +275,34 @@ class Kube:
 
     async def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         """The pods of one Job, as plain JSON, newest first."""
-        try:
-            pods = await self._call(
-                "list",
-                "pods",
-                lambda: self.core.list_namespaced_pod(
-                    namespace,
-                    label_selector=f"batch.kubernetes.io/job-name={job_name}",
-                    _request_timeout=self.timeouts,
-                ),
-            )
-        except ApiException as exc:
-            raise ApiFailure(exc.status or 0, api_message(exc)) from exc
-        items = sorted(pods.items, key=lambda p: p.metadata.creation_timestamp, reverse=True)
-        return [self.api.sanitize_for_serialization(pod) for pod in items]
+        pods = await self._list(
+            "pods",
+            lambda: self.core.list_namespaced_pod(
+                namespace,
+                label_selector=f"batch.kubernetes.io/job-name={job_name}",
+                _request_timeout=self.timeouts,
+            ),
+        )
+        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
 
     async def job_warnings(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         """Warning Events about one Job (the Job controller's FailedCreate says why no pod exists)."""
+        return await self._list(
+            "events",
+            lambda: self.core.list_namespaced_event(
+                namespace,
+                field_selector=f"involvedObject.kind=Job,involvedObject.name={job_name},type=Warning",
+                _request_timeout=self.timeouts,
+            ),
+        )
+
+    async def _list(self, resource: str, fn: Callable[[], Any]) -> list[dict[str, Any]]:
+        """One list request; its items as plain JSON."""
         try:
-            events = await self._call(
-                "list",
-                "events",
-                lambda: self.core.list_namespaced_event(
-                    namespace,
-                    field_selector=f"involvedObject.kind=Job,involvedObject.name={job_name},type=Warning",
-                    _request_timeout=self.timeouts,
-                ),
-            )
+            found = await self._call("list", resource, fn)
         except ApiException as exc:
             raise ApiFailure(exc.status or 0, api_message(exc)) from exc
-        return [self.api.sanitize_for_serialization(event) for event in events.items]
+        return [self.api.sanitize_for_serialization(item) for item in found.items]
 
     async def attempt_result(self, namespace: str, job_name: str) -> tuple[str, int | None]:
         """The handler's message and exit code from the newest pod of a finished Job ("" when it left none).

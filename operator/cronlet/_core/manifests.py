@@ -315,6 +315,14 @@ def termination_message(pod: Mapping[str, Any]) -> tuple[str, int | None]:
         term = (cs.get("state") or {}).get("terminated") or {}
         raw = term.get("message") or ""
         code = term.get("exitCode")
+        reason = term.get("reason") or ""
+        if reason == "OOMKilled" or (not raw and reason and reason != "Completed"):
+            # Killed before the executor could write its result (the memory limit, most often): the kubelet's
+            # reason is all there is, and what a user needs to see.
+            limit = (
+                "the container exceeded its memory limit" if reason == "OOMKilled" else "the container ended"
+            )
+            return f"{reason}: {limit} (exit code {code})", code
         try:
             data = json.loads(raw)
             return str(data.get("message", raw)), code

@@ -354,3 +354,30 @@ def test_executor_pods_mount_no_service_account_token_unless_the_task_names_one(
     named = pod_spec({"spec": {"serviceAccountName": "reporter"}})
     assert "automountServiceAccountToken" not in named and named["serviceAccountName"] == "reporter"
     assert pod_spec({"spec": {"automountServiceAccountToken": True}})["automountServiceAccountToken"] is True
+
+
+def test_an_oom_killed_attempt_says_so() -> None:
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {"name": "executor", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}
+            ]
+        }
+    }
+    assert manifests.termination_message(pod) == (
+        "OOMKilled: the container exceeded its memory limit (exit code 137)",
+        137,
+    )
+    done = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "executor",
+                    "state": {
+                        "terminated": {"reason": "Completed", "exitCode": 0, "message": '{"message": "ok"}'}
+                    },
+                }
+            ]
+        }
+    }
+    assert manifests.termination_message(done) == ("ok", 0)

@@ -1,4 +1,4 @@
-# Cronlet developer commands. Quick start: `make demo` (local control plane + operator + an example task),
+# Cronlet developer commands. Quick start: `make demo` (local control plane and real node, the chart, an example task),
 # `make test` (lint, type checks, unit and integration tests on the local control plane).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -15,7 +15,7 @@ NODE_PACKAGES := runc buildah mmdebstrap gcc libc6-dev
 .PHONY: help venv tools packages lint format image image-check unit test demo cluster-up node-up cluster-down crd clean
 
 help:
-	@echo "make demo          local control plane + CRD + operator + examples/01-minimal, watching runs (Ctrl-C stops)"
+	@echo "make demo          local control plane + real node + image + helm install + examples/01-minimal, watching runs (Ctrl-C stops)"
 	@echo "make test          ruff (lint and format), mypy, layers, and the whole test suite on the local control plane"
 	@echo "make unit          tests that need neither a cluster nor built binaries"
 	@echo "make image         build the image from the Dockerfile with buildah (local base, no registry) for the real node"
@@ -63,8 +63,9 @@ unit: venv
 test: venv tools lint image-check
 	$(BIN)/python -m pytest -q
 
-demo: venv
-	bash tools/build.sh k8s etcd
+# The control plane, a real node, the image and helm: what the demo needs (packages as for `make image`).
+demo: venv packages image
+	bash tools/build.sh k8s etcd helm node
 	bash tools/demo.sh
 
 cluster-up: venv

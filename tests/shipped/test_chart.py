@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from localkube import binaries
+from localkube import node as localkube_node
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "cronlet"
@@ -596,3 +597,58 @@ def test_users_roles_aggregate_into_view_edit_and_admin_and_never_write_status()
         for r in of_kind(render("--set", "aggregatedRoles.enabled=false"), "ClusterRole")
         if r["metadata"]["name"].endswith(("-view", "-edit"))
     ]
+
+
+@pytest.mark.binaries
+def test_host_network_stops_a_replica_before_its_successor_and_keeps_cluster_dns() -> None:
+    default = one(render(), "Deployment")["spec"]
+    assert "hostNetwork" not in default["template"]["spec"]
+    assert "dnsPolicy" not in default["template"]["spec"]
+    deployment = one(render("--set", "hostNetwork=true"), "Deployment")["spec"]
+    assert deployment["template"]["spec"]["hostNetwork"] is True
+    assert deployment["template"]["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet"
+    # A surge pod would need the port its predecessor holds on the same node.
+    assert deployment["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    single = one(
+        render("--set", "hostNetwork=true,replicaCount=1,leaderElection.enabled=false"), "Deployment"
+    )
+    assert single["spec"]["strategy"] == {"type": "Recreate"}
+
+
+@pytest.mark.binaries
+def test_api_server_endpoint_sets_the_in_cluster_configuration_and_needs_a_port() -> None:
+    def env(*args: str) -> dict[str, Any]:
+        container = one(render(*args), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert "KUBERNETES_SERVICE_HOST" not in env()
+    set_env = env("--set", "apiServer.host=127.0.0.1,apiServer.port=6443")
+    assert set_env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+    assert set_env["KUBERNETES_SERVICE_PORT"] == "6443"
+    result = helm(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", "apiServer.host=127.0.0.1"
+    )
+    assert result.returncode != 0
+    assert "apiServer.port is required with apiServer.host" in result.stderr
+
+
+@pytest.mark.binaries
+def test_local_values_place_one_host_network_replica_on_the_real_node() -> None:
+    local = str(CHART / "ci" / "local-values.yaml")
+    assert helm("template", RELEASE, str(CHART), "-f", local).returncode != 0  # the port is per cluster
+    lint = helm("lint", "--strict", str(CHART), "-f", local, "--set", "apiServer.port=6443")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    spec = one(render("-f", local, "--set", "apiServer.port=6443"), "Deployment")["spec"]
+    assert spec["replicas"] == 1
+    pod = spec["template"]["spec"]
+    # Exactly what localkube gives a pod that must run on its dedicated real node.
+    placement = localkube_node.placement()
+    assert pod["nodeSelector"] == placement["nodeSelector"]
+    assert pod["tolerations"] == placement["tolerations"]
+    assert pod["hostNetwork"] is True
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("127.0.0.1", "6443")
+    assert env["CRONLET_LEADER_ELECT"] == "true"

@@ -593,32 +593,32 @@ oom_score = 0
 
     def _kill_cgroup_members(self) -> None:
         """SIGKILL every process in the node's cgroups (the containers) until none is left."""
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            members = {pid for cgroup in self._cgroups for pid in _cgroup_pids(cgroup)}
-            if not members:
-                return
-            for pid in members:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
-        log.warning("node %s: processes left in its cgroups after 15 s", self.name)
+        self._kill_until_gone(
+            lambda: {pid for cgroup in self._cgroups for pid in _cgroup_pids(cgroup)}, where="its cgroups"
+        )
 
     def _kill_namespace_members(self) -> None:
         """SIGKILL what else runs in the node's mount namespace (containerd's shims), the holder excepted."""
         if not self._namespace:
             return
         holder = self._holder.pid if self._holder is not None else -1
+        self._kill_until_gone(
+            lambda: {pid for pid in _namespace_pids(self._namespace) if pid != holder},
+            where="its mount namespace",
+        )
+
+    def _kill_until_gone(self, members: Callable[[], set[int]], *, where: str) -> None:
+        """SIGKILL the processes ``members`` names, again and again, for at most 15 s, until none is left."""
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            members = [pid for pid in _namespace_pids(self._namespace) if pid != holder]
-            if not members:
+            alive = members()
+            if not alive:
                 return
-            for pid in members:
+            for pid in alive:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
-        log.warning("node %s: processes left in its mount namespace after 15 s", self.name)
+        log.warning("node %s: processes left in %s after 15 s", self.name, where)
 
     def _remove_cgroups(self) -> None:
         deadline = time.monotonic() + 10

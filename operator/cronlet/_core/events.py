@@ -10,9 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from cronlet._core.model import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    EventKind,
+    EventOutbox,
+    OutboxEntry,
+    TaskEvents,
+    dump,
+    json_bytes,
+)
 
 SPEC_VERSION = "1.0"
 DATA_CONTENT_TYPE = "application/json"
@@ -20,7 +32,7 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=UTF-8"
 TYPE_PREFIX = "dev.cronlet.run."
 SEQUENCE_WIDTH = 12  # zero-padded, so that the string order is the numeric order (CloudEvents sequence)
 
-Kind = Literal["started", "retrying", "succeeded", "failed", "skipped", "missed", "replaced"]
+Kind = EventKind
 KINDS: tuple[Kind, ...] = ("started", "retrying", "succeeded", "failed", "skipped", "missed", "replaced")
 Mode = Literal["binary", "structured"]
 
@@ -93,3 +105,121 @@ def encode(event: CloudEvent, *, mode: Mode, kafka: bool) -> tuple[list[tuple[st
     if mode == "structured":
         return structured(event, kafka=kafka)
     return binary(event, header_prefix="ce_" if kafka else "ce-")
+
+
+# ---------------------------------------------------------------------------------------------- the outbox
+
+MESSAGE_LIMIT = 256  # characters of a message kept in an outbox entry (the outbox lives in status)
+MAX_ENTRIES = 100
+MAX_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    """What the decision needs to keep a task's outbox: the operator has sinks, and what they acknowledged.
+
+    ``acked`` is the highest sequence number every sink has acknowledged for this task (0: none known);
+    ``max_entries`` and ``max_bytes`` cap the outbox (the oldest are dropped, and counted, beyond them)."""
+
+    acked: int = 0
+    max_entries: int = MAX_ENTRIES
+    max_bytes: int = MAX_BYTES
+
+
+@dataclass(frozen=True)
+class Folded:
+    outbox: EventOutbox
+    dropped: int  # dropped by this fold (the outbox was full)
+    recorded: int  # new entries recorded
+
+
+def wanted(spec_events: TaskEvents | None, kind: EventKind) -> bool:
+    if spec_events is None:
+        return True
+    return spec_events.publish and (spec_events.types is None or kind in spec_events.types)
+
+
+def fold(
+    old: EventOutbox | None,
+    transitions: Sequence[OutboxEntry],
+    *,
+    policy: Policy,
+    spec_events: TaskEvents | None,
+) -> Folded:
+    """The outbox after a pass: acknowledged entries gone, this pass's transitions appended with the next
+    sequence numbers (kinds the task filters out get none, so a consumer sees no gap), the oldest dropped
+    beyond the caps."""
+    old = old or EventOutbox()
+    pending = [e for e in old.pending if e.sequence > policy.acked]
+    number = old.sequence
+    recorded = 0
+    for entry in transitions:
+        if not wanted(spec_events, entry.kind):
+            continue
+        number += 1
+        recorded += 1
+        message = entry.message
+        if message is not None and len(message) > MESSAGE_LIMIT:
+            message = message[: MESSAGE_LIMIT - 1] + "…"
+        pending.append(entry.model_copy(update={"sequence": number, "message": message}))
+    dropped = 0
+    while pending and (len(pending) > policy.max_entries or _size(pending) > policy.max_bytes):
+        pending.pop(0)
+        dropped += 1
+    return Folded(
+        EventOutbox(sequence=number, dropped=old.dropped + dropped, pending=pending), dropped, recorded
+    )
+
+
+def _size(pending: Sequence[OutboxEntry]) -> int:
+    return sum(len(json_bytes(dump(e))) for e in pending)
+
+
+def source(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+
+
+def cloud_event(
+    entry: OutboxEntry,
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    labels: Mapping[str, str],
+    handler: str,
+    max_attempts: int,
+) -> CloudEvent:
+    """The CloudEvent for an outbox entry. Parameters stay out: they may hold secrets."""
+    data: dict[str, Any] = {
+        "namespace": namespace,
+        "name": name,
+        "uid": uid,
+        "labels": dict(labels),
+        "handler": handler,
+        "runId": entry.run_id,
+        "scheduledTime": entry.scheduled_time,
+        "manual": entry.manual,
+        "attempt": entry.attempt,
+        "maxAttempts": max_attempts,
+        "outcome": entry.kind,
+    }
+    optional = {
+        "jobName": entry.job_name,
+        "reason": entry.reason,
+        "message": entry.message,
+        "startTime": entry.start_time,
+        "completionTime": entry.completion_time,
+        "nextRetryTime": entry.next_retry_time,
+        "count": entry.count,
+    }
+    data.update({k: v for k, v in optional.items() if v is not None})
+    return CloudEvent(
+        id=event_id(task_uid=uid, run_id=entry.run_id, attempt=entry.attempt, kind=entry.kind),
+        source=source(namespace, name),
+        type=event_type(entry.kind),
+        time=entry.time,
+        subject=entry.job_name,
+        sequence=sequence(entry.sequence),
+        partitionkey=f"{namespace}/{name}",
+        data=data,
+    )

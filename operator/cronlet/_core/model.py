@@ -29,6 +29,7 @@ MAX_PARAMETERS_BYTES = 64 * 1024
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
 
 Outcome = Literal["Succeeded", "Failed", "Skipped", "Missed", "Replaced"]
+EventKind = Literal["started", "retrying", "succeeded", "failed", "skipped", "missed", "replaced"]
 Phase = Literal["Scheduled", "Running", "Retrying", "Suspended", "Failed", "Invalid"]
 
 
@@ -69,6 +70,19 @@ class Backoff(_Model):
         le=1,
         description="Random fraction (plus or minus) applied to each delay so that retries of many "
         "tasks do not fall on the same instant. 0 disables it.",
+    )
+
+
+class TaskEvents(_Model):
+    """This task's share of the operator's task events."""
+
+    publish: bool = Field(True, description="Publish this task's run events (false opts the task out).")
+    types: list[EventKind] | None = Field(
+        None,
+        description=(
+            "Publish only these kinds of run event: started, retrying, succeeded, failed, skipped, missed, "
+            "replaced (CloudEvents type dev.cronlet.run.<kind>.v1). Unset: all of them."
+        ),
     )
 
 
@@ -198,6 +212,13 @@ class TaskSpec(_Model):
     history_limit: int = Field(
         10, alias="historyLimit", ge=0, le=100, description="Entries kept in status.history."
     )
+    events: TaskEvents | None = Field(
+        None,
+        description=(
+            "Which of this task's run events the operator publishes to its event sinks (Kafka, HTTP), when the "
+            "operator has any. Sinks and their credentials are the operator's, never the task's."
+        ),
+    )
 
 
 class Condition(_Model):
@@ -242,6 +263,47 @@ class HistoryEntry(_Model):
     outcome: Outcome = Field(..., description="Succeeded, Failed, Skipped, Missed or Replaced.")
     message: str = Field("", description="The handler's result message (truncated), or why it did not run.")
     job_name: str | None = Field(None, alias="jobName", description="Job of the last attempt.")
+
+
+class OutboxEntry(_Model):
+    """One run transition recorded for publishing, in the same status write that records the transition."""
+
+    sequence: int = Field(..., description="Per task, 1 for its first event; the CloudEvents sequence.")
+    kind: EventKind = Field(
+        ..., description="started, retrying, succeeded, failed, skipped, missed or replaced."
+    )
+    time: str = Field(..., description="When the transition happened (RFC 3339).")
+    run_id: str = Field(..., alias="runId", description="The run's identifier.")
+    attempt: int = Field(0, description="The attempt the event is about (0 when none started).")
+    scheduled_time: str = Field(..., alias="scheduledTime", description="Due time of the run (RFC 3339).")
+    manual: bool = Field(False, description="A run started by run-now.")
+    job_name: str | None = Field(None, alias="jobName", description="The attempt's Job.")
+    reason: str | None = Field(None, description="Why (for retrying, failed, skipped, missed, replaced).")
+    message: str | None = Field(None, description="The handler's message or the operator's, clipped.")
+    start_time: str | None = Field(
+        None, alias="startTime", description="When the run's first attempt started."
+    )
+    completion_time: str | None = Field(None, alias="completionTime", description="When the run ended.")
+    next_retry_time: str | None = Field(
+        None, alias="nextRetryTime", description="For retrying: next attempt."
+    )
+    count: int | None = Field(None, description="For missed: how many due times one entry stands for.")
+
+
+class EventOutbox(_Model):
+    """Run events recorded but not yet acknowledged by every sink (the outbox), oldest first."""
+
+    sequence: int = Field(0, description="The sequence number given to this task's latest event.")
+    dropped: int = Field(
+        0, description="Events dropped, oldest first, because the outbox was full (since creation)."
+    )
+    pending: list[OutboxEntry] = Field(
+        default_factory=list,
+        description=(
+            "Events not yet known to be acknowledged. Acknowledged ones are removed in a later status write, "
+            "so some may already have been delivered; after a restart these are sent again with the same ids."
+        ),
+    )
 
 
 class Counters(_Model):
@@ -308,6 +370,9 @@ class TaskStatus(_Model):
     counters: Counters = Field(default_factory=Counters, description="Totals since creation.")
     last_run_now_token: str | None = Field(
         None, alias="lastRunNowToken", description="Value of the cronlet.dev/run-now annotation handled last."
+    )
+    events: EventOutbox | None = Field(
+        None, description="The outbox of task events, present while the operator has event sinks."
     )
     schedule_key: str | None = Field(
         None,

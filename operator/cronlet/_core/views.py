@@ -94,7 +94,12 @@ class RetryStarted:
     pass
 
 
-Observation = RunFinished | AttemptFinished | RetryStarted
+@dataclass(frozen=True)
+class EventsDropped:
+    count: int  # task events dropped from a full outbox
+
+
+Observation = RunFinished | AttemptFinished | RetryStarted | EventsDropped
 
 
 @dataclass(frozen=True)

@@ -186,16 +186,19 @@ class Reconciler:
             assert plan.spec is not None
             manifest = manifests.build_job(task=view, spec=plan.spec, run=run, image=self.image)
             name = manifest["metadata"]["name"]
-            if time.monotonic() - claimed_at > decision.CREATE_WINDOW.total_seconds():
-                # Paused between our claim and this create (GC, SIGSTOP, a slow API): another replica may
-                # have claimed the attempt anew by now. Create nothing; the next pass decides again.
+            try:
+                # Paused between our claim and the send (GC, SIGSTOP, a queue of API calls, a slow API):
+                # another replica may have claimed the attempt anew by now. Then nothing is created, and the
+                # next pass decides again. The check is made in the sending thread, just before each try.
+                created = await self.kube.create_job(
+                    manifest, not_after=claimed_at + decision.CREATE_WINDOW.total_seconds()
+                )
+                lag = max(0.0, (self.clock() - run.scheduled_time).total_seconds())
+                self.metrics.child(self.metrics.lag, *self.metrics.labels(*key)).observe(lag)
+            except kube.ClaimExpired:
                 log.warning("%s/%s: not creating Job %s: its claim is too old now", *key, name)
                 self.wake_at(key, self.clock())
                 return False
-            try:
-                created = await self.kube.create_job(manifest)
-                lag = max(0.0, (self.clock() - run.scheduled_time).total_seconds())
-                self.metrics.child(self.metrics.lag, *self.metrics.labels(*key)).observe(lag)
             except kube.AlreadyExists as exists:
                 created = exists.body or {}
                 if created and not manifests.owned_by(created, view.uid):

@@ -7,6 +7,7 @@ or replaced run into a "vanished attempt" that gets retried.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,8 +33,10 @@ class FakeKube:
         self.gone = False  # the task was deleted behind the store's back (a watch gap)
         self.pods: dict[str, list[dict[str, Any]]] = {}
 
-    async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def create_job(self, manifest: dict[str, Any], *, not_after: float | None = None) -> dict[str, Any]:
         name = manifest["metadata"]["name"]
+        if not_after is not None and time.monotonic() > not_after:
+            raise kube.ClaimExpired(name)
         if name in self.jobs:
             raise kube.AlreadyExists(self.jobs[name])
         self.rv += 1
@@ -264,8 +267,12 @@ class Server:
         server = self
 
         class Client(FakeKube):
-            async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+            async def create_job(
+                self, manifest: dict[str, Any], *, not_after: float | None = None
+            ) -> dict[str, Any]:
                 name = manifest["metadata"]["name"]
+                if not_after is not None and time.monotonic() > not_after:
+                    raise kube.ClaimExpired(name)
                 if name in server.jobs:
                     raise kube.AlreadyExists(server.jobs[name])
                 server.rv += 1

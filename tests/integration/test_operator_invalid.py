@@ -101,10 +101,42 @@ def test_a_job_the_api_server_refuses_sets_ready_false_and_recovers(tasks: Tasks
     )
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "JobCreateFailed" and "nodeSelector" in ready["message"]
+    assert st.get("phase") == "Blocked"  # never a blank PHASE column, and not Running: no Job runs
     assert tasks.jobs("bad-template") == []
     tasks.wait_event("bad-template", "Warning", "JobCreateFailed")
     tasks.patch_spec("bad-template", {"podTemplate": {"spec": {"nodeSelector": {"bad key!": None}}}})
     st = tasks.wait_status(
         "bad-template", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60
     )
+    assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+
+def test_a_pod_template_that_cannot_merge_is_invalid_before_any_job_and_recovers(
+    tasks: Tasks, operator: OperatorProcess
+) -> None:
+    # Before: the API server refused the Job ("cannot set `allowPrivilegeEscalation` to false and `privileged`
+    # to true"), and the task went on retrying, Ready=False JobCreateFailed.
+    tasks.create(
+        "privileged",
+        {
+            "schedule": "*/2 * * * * *",
+            "handler": "echo",
+            "podTemplate": {
+                "spec": {"containers": [{"name": "executor", "securityContext": {"privileged": True}}]}
+            },
+        },
+    )
+    st = tasks.wait_status("privileged", lambda s: s.get("phase") == "Invalid", timeout=20)
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidPodTemplate")
+    assert "spec.podTemplate.spec.containers[0].securityContext.privileged" in ready["message"]
+    version = tasks.get("privileged")["metadata"]["resourceVersion"]
+    time.sleep(3)  # due times pass: no Job, no rewrite
+    assert tasks.get("privileged")["metadata"]["resourceVersion"] == version
+    assert tasks.jobs("privileged") == []
+    warnings = tasks.wait_event("privileged", "Warning", "InvalidPodTemplate")
+    assert len(warnings) == 1 and (warnings[0].count or 1) == 1
+    assert not [e for e in tasks.events("privileged") if e.reason == "JobCreateFailed"]
+    tasks.patch_spec("privileged", {"podTemplate": None})
+    st = tasks.wait_status("privileged", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60)
     assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True"

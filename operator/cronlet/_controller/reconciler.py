@@ -25,11 +25,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronlet._common import times
 from cronlet._controller import kube, messages, workqueue
 from cronlet._controller.metrics import Metrics
 from cronlet._controller.store import Key, Store
-from cronlet._core import decision, manifests, model
+from cronlet._core import decision, manifests, model, status
 from cronlet._core.views import Event, JobObservation, Plan, TaskView
 
 log = logging.getLogger("cronlet.reconciler")
@@ -273,31 +272,13 @@ class Reconciler:
     async def _mark_not_ready(
         self, key: Key, body: dict[str, Any], view: TaskView, *, reason: str, message: str
     ) -> None:
-        """Set only the Ready condition to False (the run was not started, so nothing else changes)."""
-        ready = next((c for c in view.status.conditions if c.type == "Ready"), None)
-        if ready is not None and (ready.status, ready.reason, ready.message) == (
-            "False",
-            reason,
-            message[:1024],
-        ):
+        """Say that no run can start (phase Blocked, Ready=False); nothing else changes, as none started."""
+        patch = status.not_ready(view, reason=reason, message=message, now=self.clock())
+        if patch is None:
             return
-        was_false = ready is not None and ready.status == "False"
-        since = times.parse(ready.last_transition_time) if ready is not None and was_false else self.clock()
-        new = model.Condition(
-            type="Ready",
-            status="False",
-            reason=reason,
-            message=message[:1024],
-            last_transition_time=times.rfc3339(since),
-            observed_generation=view.generation,
-        )
-        conditions = [new, *(c for c in view.status.conditions if c.type != "Ready")]
         try:
             updated = await self.kube.patch_status(
-                key[0],
-                key[1],
-                {"conditions": [model.dump(c) for c in conditions]},
-                resource_version=body["metadata"]["resourceVersion"],
+                key[0], key[1], patch, resource_version=body["metadata"]["resourceVersion"]
             )
         except kube.ApiFailure as exc:
             log.warning("could not mark %s/%s not ready: %s", *key, exc.message)

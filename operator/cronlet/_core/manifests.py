@@ -121,6 +121,16 @@ def build_job(*, task: TaskView, spec: TaskSpec, run: JobToCreate, image: str) -
     }
 
 
+def template_executor(template: Mapping[str, Any] | None) -> tuple[int, Mapping[str, Any]] | None:
+    """The podTemplate's container named ``executor`` (merged into Cronlet's) and its index, if it has one."""
+    pod = (template or {}).get("spec")
+    containers = pod.get("containers") if isinstance(pod, Mapping) else None
+    for index, container in enumerate(containers if isinstance(containers, list) else []):
+        if isinstance(container, Mapping) and container.get("name") == EXECUTOR_CONTAINER:
+            return index, container
+    return None
+
+
 def _merge_template(meta: dict[str, Any], spec: dict[str, Any], template: Mapping[str, Any]) -> None:
     """Merge the user's podTemplate; Cronlet's own labels, env and restartPolicy win."""
     user_meta = template.get("metadata") or {}
@@ -266,7 +276,11 @@ def task_key_of_job(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return meta.get("namespace", ""), owner.get("name", "")
 
 
-def task_view(body: Mapping[str, Any], *, known_handlers: frozenset[str] | None) -> TaskView:
+def task_view(
+    body: Mapping[str, Any],
+    *,
+    known_handlers: frozenset[str] | None,
+) -> TaskView:
     meta = body.get("metadata") or {}
     raw_status = body.get("status") or {}
     status, problem = read_status(raw_status)

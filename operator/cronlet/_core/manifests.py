@@ -131,6 +131,13 @@ def template_executor(template: Mapping[str, Any] | None) -> tuple[int, Mapping[
     return None
 
 
+def sets_image(spec: Mapping[str, Any]) -> bool:
+    """Whether a raw spec chooses the executor's image (``image``, or the podTemplate's executor container)."""
+    template = spec.get("podTemplate")
+    executor = template_executor(template if isinstance(template, Mapping) else None)
+    return bool(spec.get("image")) or (executor is not None and bool(executor[1].get("image")))
+
+
 def _merge_template(meta: dict[str, Any], spec: dict[str, Any], template: Mapping[str, Any]) -> None:
     """Merge the user's podTemplate; Cronlet's own labels, env and restartPolicy win."""
     user_meta = template.get("metadata") or {}
@@ -295,7 +302,7 @@ def task_view(
         status=status,
         run_now_token=(meta.get("annotations") or {}).get(model.RUN_NOW_ANNOTATION),
         known_handlers=known_handlers,
-        default_image=not spec.get("image"),
+        default_image=not sets_image(spec),
         status_problem=problem,
     )
 

@@ -126,7 +126,8 @@ class TaskSpec(_Model):
         max_length=512,
         description=(
             "Image of the executor container, for handlers shipped in your own image. Defaults to the "
-            "operator's executor image."
+            "operator's executor image. Not together with an image on podTemplate's executor container (the "
+            "task is then Invalid, reason InvalidPodTemplate)."
         ),
     )
     pod_template: dict[str, Any] | None = Field(

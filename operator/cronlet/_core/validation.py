@@ -127,6 +127,11 @@ def _check_pod_template(spec: TaskSpec, task: TaskView) -> None:
     found = manifests.template_executor(template)
     index, executor = found if found is not None else (0, {})
     where = f"spec.podTemplate.spec.containers[{index}]"
+    if spec.image and executor.get("image"):
+        raise InvalidSpec(
+            "InvalidPodTemplate",
+            f"spec.image and {where}.image are both set: choose the executor's image in one place (spec.image)",
+        )
     ours = _object(executor.get("securityContext"), f"{where}.securityContext")
     pod_context = _object(pod.get("securityContext"), "spec.podTemplate.spec.securityContext")
     effective = {**manifests.EXECUTOR_SECURITY_CONTEXT, **ours}
@@ -245,7 +250,7 @@ def check_manifest(
         spec=spec,
         status=model.TaskStatus(),
         known_handlers=handlers,
-        default_image=not spec.get("image"),
+        default_image=not manifests.sets_image(spec),
     )
     try:
         _, sched = compile_task(view)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cronlet._core import decision, model, naming, validation, views
+from cronlet._core import decision, manifests, model, naming, validation, views
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -27,6 +27,7 @@ def task(spec: dict[str, Any], status: model.TaskStatus | None = None, generatio
         spec={"schedule": "*/10 * * * * *", "handler": "echo", **spec},
         status=status or model.TaskStatus(),
         known_handlers=frozenset({"echo"}),
+        default_image=not manifests.sets_image(spec),
     )
 
 
@@ -171,3 +172,36 @@ def test_the_offline_check_refuses_what_the_operator_refuses() -> None:
     verdict = validation.check_manifest(doc, index=0, namespace="ns", now=T0, handlers=frozenset({"echo"}))
     assert isinstance(verdict, validation.Verdict)
     assert verdict.reason == "InvalidPodTemplate" and "capabilities.add[0]" in verdict.message
+
+
+# --------------------------------------------------------------------------- which image
+
+
+def test_spec_image_and_the_executor_container_image_are_not_both_accepted() -> None:
+    with pytest.raises(validation.InvalidSpec) as err:
+        validation.compile_task(task({"image": "acme/a:1", "podTemplate": executor(image="acme/b:1")}))
+    assert err.value.reason == "InvalidPodTemplate"
+    assert err.value.message.startswith(
+        "spec.image and spec.podTemplate.spec.containers[0].image are both set"
+    )
+
+
+def test_the_executor_container_image_alone_is_the_executor_s_image_like_spec_image() -> None:
+    # Like spec.image, it is an image of the task's own: short handler names are the image's to know.
+    spec = {"handler": "nightly", "podTemplate": executor(image="acme/handlers:2")}
+    _, _ = validation.compile_task(task(spec))
+    with pytest.raises(validation.InvalidSpec, match="not registered"):
+        validation.compile_task(task({"handler": "nightly"}))
+    job = manifests.build_job(
+        task=task(spec),
+        spec=model.TaskSpec.model_validate(task(spec).spec),
+        run=views.JobToCreate(run_id="1", attempt=1, scheduled_time=T0),
+        image="cronlet:1",
+    )
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "acme/handlers:2"
+    assert (
+        manifests.task_view(
+            {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": spec}, known_handlers=None
+        ).default_image
+        is False
+    )

@@ -29,7 +29,7 @@ from cronlet._controller import kube, messages, workqueue
 from cronlet._controller.metrics import Metrics
 from cronlet._controller.store import Key, Store
 from cronlet._core import decision, manifests, model, status
-from cronlet._core.views import Event, JobObservation, Plan, TaskView
+from cronlet._core.views import Event, JobObservation, Plan, TaskView, Tenancy
 
 log = logging.getLogger("cronlet.reconciler")
 Clock = Callable[[], datetime]
@@ -52,11 +52,13 @@ class Reconciler:
         clock: Clock = utcnow,
         workers: int = 4,
         leading: Callable[[], bool] = lambda: True,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.kube = kube_api
         self.image = image
         self.metrics = metrics
         self.known_handlers = known_handlers
+        self.tenancy = tenancy or Tenancy()
         self.clock = clock
         self.store = Store()
         self.queue = workqueue.WorkQueue()
@@ -129,7 +131,12 @@ class Reconciler:
             self.metrics.forget(key)
             return
         self.metrics.reconciles.inc()
-        view = manifests.task_view(body, known_handlers=self.known_handlers)
+        view = manifests.task_view(
+            body,
+            known_handlers=self.known_handlers,
+            tenancy=self.tenancy,
+            namespace_labels=self.store.namespace_labels.get(key[0]),
+        )
         if view.status_problem is not None:
             # Fail closed: without a status it can read, the decision would forget which due times it handled
             # and take old Jobs for new results. Say so, and act again once the status is fixed or removed.

@@ -15,7 +15,7 @@ from typing import Any
 from cronlet._common import times
 from cronlet._core import model, naming, schedule
 from cronlet._core.model import TaskSpec, TaskStatus
-from cronlet._core.views import Event, Failure, JobObservation, JobState, JobToCreate, TaskView
+from cronlet._core.views import Event, Failure, JobObservation, JobState, JobToCreate, TaskView, Tenancy
 
 EXECUTOR_CONTAINER = "executor"
 # The executor container's own security context; a podTemplate container named "executor" overrides any key
@@ -287,6 +287,8 @@ def task_view(
     body: Mapping[str, Any],
     *,
     known_handlers: frozenset[str] | None,
+    tenancy: Tenancy | None = None,
+    namespace_labels: Mapping[str, str] | None = None,
 ) -> TaskView:
     meta = body.get("metadata") or {}
     raw_status = body.get("status") or {}
@@ -304,6 +306,8 @@ def task_view(
         known_handlers=known_handlers,
         default_image=not sets_image(spec),
         status_problem=problem,
+        tenancy=tenancy or Tenancy(),
+        namespace_labels=namespace_labels,
     )
 
 

@@ -140,7 +140,8 @@ class TaskSpec(_Model):
             "filesystem is read-only with an emptyDir at /tmp unless it sets readOnlyRootFilesystem: false), "
             "but one that cannot be merged (privileged or CAP_SYS_ADMIN without allowPrivilegeEscalation: true, "
             "runAsUser 0 without runAsNonRoot: false) makes the task Invalid (InvalidPodTemplate) before any "
-            "Job is created."
+            "Job is created. The operator's admin may restrict service accounts and the namespaces that may "
+            "use podTemplate."
         ),
     )
     max_retries: int = Field(

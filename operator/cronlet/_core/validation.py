@@ -114,8 +114,18 @@ def _check_handler(spec: TaskSpec, task: TaskView) -> None:
 
 
 def _check_pod_template(spec: TaskSpec, task: TaskView) -> None:
-    """What would make the API server refuse the Job (or the kubelet its container) only because the
-    podTemplate is merged with the executor's own fields."""
+    """What the operator's admin allows (``task.tenancy``), then what would make the API server refuse the Job
+    (or the kubelet its container) only because the podTemplate is merged with the executor's own fields."""
+    selector = task.tenancy.pod_template_selector
+    if selector is not None:
+        labels = task.namespace_labels or {}
+        if any(labels.get(k) != v for k, v in selector.items()):
+            wanted = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+            raise InvalidSpec(
+                "PodTemplateNotAllowed",
+                f"spec.podTemplate: the operator allows a podTemplate only in namespaces labelled {wanted}, and "
+                f"namespace {task.namespace} is not; remove spec.podTemplate or ask a cluster admin to label it",
+            )
     template = spec.pod_template or {}
     pod = _object(template.get("spec"), "spec.podTemplate.spec")
     _object(template.get("metadata"), "spec.podTemplate.metadata")
@@ -124,6 +134,7 @@ def _check_pod_template(spec: TaskSpec, task: TaskView) -> None:
         raise InvalidSpec("InvalidPodTemplate", "spec.podTemplate.spec.containers must be a list")
     for index, container in enumerate(containers or []):
         _object(container, f"spec.podTemplate.spec.containers[{index}]")
+    _check_service_accounts(pod, task)
     found = manifests.template_executor(template)
     index, executor = found if found is not None else (0, {})
     where = f"spec.podTemplate.spec.containers[{index}]"
@@ -165,6 +176,27 @@ def _check_pod_template(spec: TaskSpec, task: TaskView) -> None:
             "InvalidPodTemplate",
             f"{user_field}: 0 cannot be merged with the executor's runAsNonRoot: true (the kubelet refuses to "
             f"start the container); use a non-zero uid, or set {where}.securityContext.runAsNonRoot: false",
+        )
+
+
+def _check_service_accounts(pod: Mapping[str, Any], task: TaskView) -> None:
+    allowed = task.tenancy.allowed_service_accounts
+    if allowed is None:
+        return
+    # serviceAccount is the deprecated spelling, still honoured by the API server when serviceAccountName is
+    # unset: both are checked, or it would be a way around the list.
+    for field in ("serviceAccountName", "serviceAccount"):
+        name = pod.get(field)
+        if not name or name in allowed or f"{task.namespace}/{name}" in allowed:
+            continue
+        here = sorted(
+            a.split("/", 1)[-1] for a in allowed if "/" not in a or a.startswith(f"{task.namespace}/")
+        )
+        raise InvalidSpec(
+            "ServiceAccountNotAllowed",
+            f"spec.podTemplate.spec.{field}: the operator does not allow service account {name!r} "
+            f"(allowed here: {', '.join(here) or 'none but the namespace default'}); remove it, or ask a "
+            "cluster admin to allow it (--allowed-service-accounts)",
         )
 
 

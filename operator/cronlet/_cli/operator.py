@@ -52,6 +52,30 @@ def _duration(text: str | float) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _service_accounts(text: str) -> frozenset[str] | None:
+    """``--allowed-service-accounts``: ``*`` (any, the default), or a comma list of ``name`` / ``ns/name``."""
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    if "*" in entries:
+        return None
+    for entry in entries:
+        if entry.count("/") > 1 or not all(part for part in entry.split("/")) or " " in entry:
+            raise argparse.ArgumentTypeError(f"{entry!r} is not a service account name or namespace/name")
+    return frozenset(entries)
+
+
+def _namespace_selector(text: str) -> dict[str, str] | None:
+    """``--pod-template-namespace-selector``: ``key=value[,key=value]`` (all must match); empty: off."""
+    selector: dict[str, str] = {}
+    for pair in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or "=" in value or "!" in key:
+            raise argparse.ArgumentTypeError(
+                f"{pair!r}: want key=value pairs separated by commas (labels the namespace must carry)"
+            )
+        selector[key.strip()] = value.strip()
+    return selector or None
+
+
 def _own_namespace() -> str:
     """The pod's namespace (its service account's), else ``default``."""
     try:
@@ -93,6 +117,26 @@ def parser() -> argparse.ArgumentParser:
     )
     op.add_argument(
         "--workers", type=int, default=int(_env("WORKERS", "8")), help="tasks reconciled at once (default 8)"
+    )
+    tenancy = op.add_argument_group(
+        "tenancy",
+        "what a task's podTemplate may do (creating a ScheduledTask is creating pods): docs/operations.md",
+    )
+    tenancy.add_argument(
+        "--allowed-service-accounts",
+        type=_service_accounts,
+        default=_env("ALLOWED_SERVICE_ACCOUNTS", "*"),
+        metavar="LIST",
+        help="service accounts a podTemplate may name: a comma list of NAME (any namespace) or NAMESPACE/NAME; "
+        "'' allows none, '*' any (default *). Env CRONLET_ALLOWED_SERVICE_ACCOUNTS",
+    )
+    tenancy.add_argument(
+        "--pod-template-namespace-selector",
+        type=_namespace_selector,
+        default=_env("POD_TEMPLATE_NAMESPACE_SELECTOR", ""),
+        metavar="KEY=VALUE,...",
+        help="allow podTemplate only in namespaces with all these labels, e.g. cronlet.dev/allow-pod-template=true "
+        "(default: in every namespace). Watches namespaces. Env CRONLET_POD_TEMPLATE_NAMESPACE_SELECTOR",
     )
     election = op.add_argument_group(
         "leader election",
@@ -154,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(crd.render())
         return 0
     from cronlet._controller import election, runtime
+    from cronlet._core.views import Tenancy
 
     _setup_logging(args.log_format)
     opts = runtime.Options(
@@ -164,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_task_metrics=args.per_task_metrics,
         workers=args.workers,
         leader_elect=args.leader_elect,
+        tenancy=Tenancy(
+            allowed_service_accounts=args.allowed_service_accounts,
+            pod_template_selector=args.pod_template_namespace_selector,
+        ),
         election=election.Settings(
             name=args.leader_elect_resource_name,
             namespace=args.leader_elect_resource_namespace or _own_namespace(),

@@ -25,12 +25,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronlet._common import times
 from cronlet._controller import kube, messages, workqueue
 from cronlet._controller.metrics import Metrics
 from cronlet._controller.store import Key, Store
-from cronlet._core import decision, manifests, model
-from cronlet._core.views import Event, JobObservation, Plan, TaskView
+from cronlet._core import decision, manifests, model, status
+from cronlet._core.views import Event, JobObservation, Plan, TaskView, Tenancy
 
 log = logging.getLogger("cronlet.reconciler")
 Clock = Callable[[], datetime]
@@ -53,11 +52,13 @@ class Reconciler:
         clock: Clock = utcnow,
         workers: int = 4,
         leading: Callable[[], bool] = lambda: True,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.kube = kube_api
         self.image = image
         self.metrics = metrics
         self.known_handlers = known_handlers
+        self.tenancy = tenancy or Tenancy()
         self.clock = clock
         self.store = Store()
         self.queue = workqueue.WorkQueue()
@@ -130,7 +131,12 @@ class Reconciler:
             self.metrics.forget(key)
             return
         self.metrics.reconciles.inc()
-        view = manifests.task_view(body, known_handlers=self.known_handlers)
+        view = manifests.task_view(
+            body,
+            known_handlers=self.known_handlers,
+            tenancy=self.tenancy,
+            namespace_labels=self.store.namespace_labels.get(key[0]),
+        )
         if view.status_problem is not None:
             # Fail closed: without a status it can read, the decision would forget which due times it handled
             # and take old Jobs for new results. Say so, and act again once the status is fixed or removed.
@@ -276,31 +282,13 @@ class Reconciler:
     async def _mark_not_ready(
         self, key: Key, body: dict[str, Any], view: TaskView, *, reason: str, message: str
     ) -> None:
-        """Set only the Ready condition to False (the run was not started, so nothing else changes)."""
-        ready = next((c for c in view.status.conditions if c.type == "Ready"), None)
-        if ready is not None and (ready.status, ready.reason, ready.message) == (
-            "False",
-            reason,
-            message[:1024],
-        ):
+        """Say that no run can start (phase Blocked, Ready=False); nothing else changes, as none started."""
+        patch = status.not_ready(view, reason=reason, message=message, now=self.clock())
+        if patch is None:
             return
-        was_false = ready is not None and ready.status == "False"
-        since = times.parse(ready.last_transition_time) if ready is not None and was_false else self.clock()
-        new = model.Condition(
-            type="Ready",
-            status="False",
-            reason=reason,
-            message=message[:1024],
-            last_transition_time=times.rfc3339(since),
-            observed_generation=view.generation,
-        )
-        conditions = [new, *(c for c in view.status.conditions if c.type != "Ready")]
         try:
             updated = await self.kube.patch_status(
-                key[0],
-                key[1],
-                {"conditions": [model.dump(c) for c in conditions]},
-                resource_version=body["metadata"]["resourceVersion"],
+                key[0], key[1], patch, resource_version=body["metadata"]["resourceVersion"]
             )
         except kube.ApiFailure as exc:
             log.warning("could not mark %s/%s not ready: %s", *key, exc.message)

@@ -22,6 +22,7 @@ from kubernetes import client, config
 from cronlet._common import handlerref
 from cronlet._controller import election, health, kube, listings, metrics, reconciler
 from cronlet._core import model
+from cronlet._core.views import Tenancy
 
 log = logging.getLogger("cronlet")
 
@@ -36,6 +37,7 @@ class Options:
     workers: int = 8
     leader_elect: bool = True
     election: election.Settings = field(default_factory=election.Settings)
+    tenancy: Tenancy = field(default_factory=Tenancy)
 
 
 def load_kube_config(*, pool: int = 16) -> client.ApiClient:
@@ -70,6 +72,8 @@ def converge(sched: reconciler.Reconciler, listing: listings.Listing) -> None:
         keys = store.converge_jobs(
             namespace=listing.namespace, listed=listing.listed, list_version=listing.resource_version
         )
+    elif listing.plural == "namespaces":
+        keys = store.converge_namespaces(frozenset(name for _, name in listing.listed))
     else:
         return
     if keys:
@@ -116,6 +120,19 @@ def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> k
         if key is not None:
             sched.touch(key)
 
+    if sched.tenancy.pod_template_selector is not None:
+        # Which namespaces allow a podTemplate (--pod-template-namespace-selector): their labels, known before
+        # the first decision like tasks and Jobs (index handlers), and a changed label looks at their tasks.
+        @kopf.index("v1", "namespaces", registry=registry)
+        async def namespaces_seen(body: Any, **_: Any) -> None:
+            store.put_namespace(_raw(body))
+
+        @kopf.on.event("v1", "namespaces", registry=registry)
+        async def namespace_event(type: str | None, body: Any, **_: Any) -> None:
+            name = body["metadata"]["name"]
+            keys = store.drop_namespace(name) if type == "DELETED" else store.put_namespace(_raw(body))
+            sched.touch_all(keys)
+
     return registry
 
 
@@ -142,6 +159,7 @@ async def run(opts: Options) -> None:
         metrics=m,
         known_handlers=frozenset(handlerref.registered()),
         workers=opts.workers,
+        tenancy=opts.tenancy,
     )
     elector: election.Elector | None = None
     if opts.leader_elect:
@@ -181,11 +199,16 @@ async def run(opts: Options) -> None:
     marker = asyncio.create_task(mark_ready())
     heartbeat = asyncio.create_task(state.beat_forever(), name="cronlet-heartbeat")
     log.info(
-        "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s leader-elect=%s",
+        "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s leader-elect=%s "
+        "allowed-service-accounts=%s pod-template-namespace-selector=%s",
         opts.namespaces or "all",
         opts.executor_image,
         opts.metrics_port,
         f"{opts.election.namespace}/{opts.election.name} as {opts.election.identity}" if elector else "off",
+        "*"
+        if opts.tenancy.allowed_service_accounts is None
+        else ",".join(sorted(opts.tenancy.allowed_service_accounts)),
+        ",".join(f"{k}={v}" for k, v in (opts.tenancy.pod_template_selector or {}).items()) or "off",
     )
     try:
         await kopf.operator(

@@ -30,7 +30,7 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
 
 Outcome = Literal["Succeeded", "Failed", "Skipped", "Missed", "Replaced"]
 EventKind = Literal["started", "retrying", "succeeded", "failed", "skipped", "missed", "replaced"]
-Phase = Literal["Scheduled", "Running", "Retrying", "Suspended", "Failed", "Invalid"]
+Phase = Literal["Scheduled", "Running", "Retrying", "Suspended", "Failed", "Invalid", "Blocked"]
 
 
 class _Model(BaseModel):
@@ -140,7 +140,8 @@ class TaskSpec(_Model):
         max_length=512,
         description=(
             "Image of the executor container, for handlers shipped in your own image. Defaults to the "
-            "operator's executor image."
+            "operator's executor image. Not together with an image on podTemplate's executor container (the "
+            "task is then Invalid, reason InvalidPodTemplate)."
         ),
     )
     pod_template: dict[str, Any] | None = Field(
@@ -149,7 +150,12 @@ class TaskSpec(_Model):
         description=(
             "Optional PodTemplateSpec merged into each executor pod: labels, annotations, serviceAccountName, "
             "resources, env/envFrom (secrets go here), volumes, nodeSelector, tolerations, affinity. A container "
-            "named 'executor' is merged into the executor container."
+            "named 'executor' is merged into the executor container: its securityContext keys win (the root "
+            "filesystem is read-only with an emptyDir at /tmp unless it sets readOnlyRootFilesystem: false), "
+            "but one that cannot be merged (privileged or CAP_SYS_ADMIN without allowPrivilegeEscalation: true, "
+            "runAsUser 0 without runAsNonRoot: false) makes the task Invalid (InvalidPodTemplate) before any "
+            "Job is created. The operator's admin may restrict service accounts and the namespaces that may "
+            "use podTemplate."
         ),
     )
     max_retries: int = Field(
@@ -322,7 +328,9 @@ class TaskStatus(_Model):
         None,
         description=(
             "Scheduled, Running (an attempt is active), Retrying (waiting out a backoff), Suspended, Failed (the "
-            "last run exhausted its retries; the next due time is still scheduled) or Invalid (see conditions)."
+            "last run exhausted its retries; the next due time is still scheduled), Invalid (the spec cannot "
+            "run: fix it) or Blocked (the API server refuses the executor Job, or the status cannot be read: no "
+            "run starts until that is resolved). The Ready condition's reason says why."
         ),
     )
     conditions: list[Condition] = Field(default_factory=list, description="Ready and LastRunSucceeded.")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cronlet._common import times
-from cronlet._core import naming
+from cronlet._core import model, naming
 from cronlet._core.model import ActiveRun, Condition, Counters, HistoryEntry, Phase, TaskSpec, TaskStatus
 from cronlet._core.views import TaskView
 
@@ -50,9 +50,10 @@ def build(
         "False",
         "JobCreateFailed",
     )
+    blocked = invalid is None and refused and outcome.awaiting_create
     if invalid is not None:
         ready = _condition(task, "Ready", "False", *invalid, now=outcome.now)
-    elif refused and outcome.awaiting_create and previous_ready is not None:
+    elif blocked and previous_ready is not None:
         ready = previous_ready  # the API server refused the claimed attempt's Job: say so until it is created
     elif suspended:
         ready = _condition(
@@ -74,7 +75,7 @@ def build(
     # A run is retrying once its first attempt failed: waiting for the next attempt, or running a later one.
     retrying = [a.attempt for a in outcome.active if a.attempt > 1 or a.next_retry_time is not None]
     return TaskStatus(
-        phase=_phase(outcome, invalid=invalid is not None, suspended=suspended),
+        phase=_phase(outcome, invalid=invalid is not None, blocked=blocked, suspended=suspended),
         conditions=conditions,
         observed_generation=task.generation,
         next_run_time=nxt,
@@ -92,9 +93,11 @@ def build(
     )
 
 
-def _phase(outcome: Outcome, *, invalid: bool, suspended: bool) -> Phase:
+def _phase(outcome: Outcome, *, invalid: bool, blocked: bool, suspended: bool) -> Phase:
     if invalid:
         return "Invalid"
+    if blocked:
+        return "Blocked"
     if suspended:
         return "Suspended"
     if any(a.next_retry_time is None for a in outcome.active):
@@ -104,6 +107,26 @@ def _phase(outcome: Outcome, *, invalid: bool, suspended: bool) -> Phase:
     if outcome.last_result == "Failed":
         return "Failed"
     return "Scheduled"
+
+
+def not_ready(task: TaskView, *, reason: str, message: str, now: datetime) -> dict[str, object] | None:
+    """The status patch that says a run cannot start for a reason outside the spec (``JobCreateFailed``,
+    ``StatusUnreadable``): phase ``Blocked`` and Ready=False, nothing else changed. None if it says so already.
+
+    Every Ready=False comes with a phase, so the PHASE column is never blank: ``Invalid`` when the spec must be
+    fixed (``build``), ``Blocked`` for these.
+    """
+    message = message[:1024]
+    ready = next((c for c in task.status.conditions if c.type == "Ready"), None)
+    if (
+        task.status.phase == "Blocked"
+        and ready is not None
+        and (ready.status, ready.reason, ready.message) == ("False", reason, message)
+    ):
+        return None
+    new = _condition(task, "Ready", "False", reason, message, now=now)
+    conditions = [new, *(c for c in task.status.conditions if c.type != "Ready")]
+    return {"phase": "Blocked", "conditions": [model.dump(c) for c in conditions]}
 
 
 def _condition(

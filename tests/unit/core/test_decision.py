@@ -704,6 +704,8 @@ def test_a_refused_job_keeps_ready_false_until_the_claimed_attempt_gets_its_job(
     waiting = step(then(t, first, status=refused), [], now=3601)
     ready = {c.type: c for c in waiting.status.conditions}["Ready"]
     assert (ready.status, ready.reason) == ("False", "JobCreateFailed")
+    assert waiting.status.phase == "Blocked"  # not Running: no Job runs
     created = step(then(t, first, status=refused), [job(3600, created=3600)], now=3602)
     ready = {c.type: c for c in created.status.conditions}["Ready"]
     assert (ready.status, ready.reason) == ("True", "Scheduled")
+    assert created.status.phase == "Running"

@@ -129,3 +129,22 @@ def sdk_view(parsed: Any) -> dict[str, Any]:
     attributes = dict(parsed.get_attributes())
     attributes["time"] = attributes["time"].strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"attributes": attributes, "data": parsed.get_data()}
+
+
+async def kafka_records(servers: str, topic: str, count: int, *, timeout: float = 30.0) -> list[Any]:
+    """The first ``count`` records of ``topic`` (all partitions, from the start), or fewer after ``timeout``."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=servers, group_id=f"{topic}-reader", auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                got.extend(records)
+    finally:
+        await consumer.stop()
+    return got

@@ -86,7 +86,8 @@ def kafka_broker() -> Iterator[localkube_kafka.KafkaBroker]:
     """A real single-node Kafka broker on 127.0.0.1 (``bootstrap_servers``), started once per session.
 
     A test may ``stop()`` it and ``start()`` it again (same port, same data); ``kafka_topic`` starts it
-    again for the next test if one left it stopped.
+    again for the next test if one left it stopped. Call both from the test's own thread, never through
+    ``asyncio.to_thread``: the kernel kills the JVM when the thread that started it ends.
     """
     broker = localkube_kafka.KafkaBroker()
     broker.start()

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
+from helpers import kafka_records
 
 from localkube import kafka as localkube_kafka
 
@@ -28,29 +28,12 @@ async def _produce(
         await producer.stop()
 
 
-async def _consume(servers: str, topic: str, count: int, *, timeout: float = 30.0) -> list[ConsumerRecord]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=servers, group_id=f"{topic}-reader", auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    got: list[ConsumerRecord] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                got.extend(records)
-    finally:
-        await consumer.stop()
-    return got
-
-
 def test_a_record_comes_back_with_its_key_and_headers(
     kafka_broker: localkube_kafka.KafkaBroker, kafka_topic: str
 ) -> None:
     headers = [("ce_id", b"abc"), ("content-type", b"application/json")]
     asyncio.run(_produce(kafka_broker.bootstrap_servers, kafka_topic, [(b"ns/task", b'{"n":1}', headers)]))
-    got = asyncio.run(_consume(kafka_broker.bootstrap_servers, kafka_topic, 1))
+    got = asyncio.run(kafka_records(kafka_broker.bootstrap_servers, kafka_topic, 1))
     assert [(r.key, r.value, list(r.headers)) for r in got] == [(b"ns/task", b'{"n":1}', headers)]
 
 
@@ -66,5 +49,5 @@ def test_records_survive_a_stop_and_a_start(
     kafka_broker.start()
     assert kafka_broker.bootstrap_servers == servers  # same port: clients configured before still reach it
     asyncio.run(_produce(servers, kafka_topic, [(b"k", b"after", [])]))
-    got = asyncio.run(_consume(servers, kafka_topic, 2))
+    got = asyncio.run(kafka_records(servers, kafka_topic, 2))
     assert [r.value for r in got] == [b"before", b"after"]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronlet._controller import kube, messages, workqueue
+from cronlet._controller import kube, messages, publisher, workqueue
 from cronlet._controller.metrics import Metrics
 from cronlet._controller.store import Key, Store
 from cronlet._core import decision, manifests, model, status
@@ -53,6 +53,7 @@ class Reconciler:
         workers: int = 4,
         leading: Callable[[], bool] = lambda: True,
         tenancy: Tenancy | None = None,
+        events_publisher: publisher.Publisher | None = None,
     ) -> None:
         self.kube = kube_api
         self.image = image
@@ -66,6 +67,7 @@ class Reconciler:
         self.messages = messages.MessageCache(self._read_message)
         self.n_workers = workers
         self.leading = leading  # only the leader acts; a standby keeps its store warm and waits
+        self.publisher = events_publisher  # None: the operator has no event sinks, and keeps no outboxes
         self._failures: dict[Key, int] = {}
         self._loops: list[asyncio.Task[None]] = []
 
@@ -129,6 +131,8 @@ class Reconciler:
         if body is None:
             self.wake_at(key, None)
             self.metrics.forget(key)
+            if self.publisher is not None:
+                self.publisher.forget(key)
             return
         self.metrics.reconciles.inc()
         view = manifests.task_view(
@@ -152,7 +156,10 @@ class Reconciler:
         found = await self.messages.for_task(view, jobs)
         not_started = await self._why_not_started(view, jobs)
         now = self.clock()
-        plan = decision.plan(view, jobs, now=now, messages=found, not_started=not_started)
+        outbox = None
+        if self.publisher is not None:
+            outbox = self.publisher.policy(view.namespace, view.name, view.uid)
+        plan = decision.plan(view, jobs, now=now, messages=found, not_started=not_started, outbox=outbox)
         if not self.leading():
             return  # the lease lapsed while we read: write nothing
         written = await self._write_status(key, body, view, plan)
@@ -254,6 +261,8 @@ class Reconciler:
             raise
         if updated.get("metadata", {}).get("uid") == view.uid:
             self.store.put_task(updated)
+            if self.publisher is not None and plan.status.events is not None and plan.status.events.pending:
+                self.publisher.touch(key)  # the transitions just recorded go out now, off this path
         self.metrics.record(key, plan)
         return updated
 
@@ -266,6 +275,8 @@ class Reconciler:
             self.store.drop_task(key)
             self.wake_at(key, None)
             self.metrics.forget(key)
+            if self.publisher is not None:
+                self.publisher.forget(key)
             return
         self.store.put_task(current)
         self.wake_at(key, self.clock() + timedelta(seconds=1))

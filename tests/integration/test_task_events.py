@@ -16,6 +16,8 @@ import http.server
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from helpers import kafka_records, wait_for
-from kit import OperatorProcess, Tasks, stopped
+from kit import ROOT, OperatorProcess, Tasks, stopped
 from kubernetes import client
 
 from cronlet._core import events
@@ -183,6 +185,27 @@ def test_every_transition_of_a_retried_and_of_an_exhausted_run_arrives_in_order_
     for name in ("retried", "exhausted"):
         keys = {e["_key"] for e in on_kafka if e["data"]["name"] == name}
         assert keys == {f"{tasks.ns}/{name}".encode()}
+
+    # The example's consumer, as its README runs it, reads what the operator published: one line per event.
+    consumer = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "08-task-events" / "consumer.py"),
+            "--bootstrap-servers",
+            kafka_broker.bootstrap_servers,
+            "--topic",
+            kafka_topic,
+            "--idle-exit",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    print(consumer.stdout)
+    lines = [line.split() for line in consumer.stdout.splitlines() if f"{tasks.ns}/" in line]
+    for name, expected in (("retried", RETRIED), ("exhausted", EXHAUSTED)):
+        assert [line[3] for line in lines if line[1] == f"{tasks.ns}/{name}"] == [k for k, _ in expected]
     assert all(h.get("Content-Type") == "application/json" for h, _ in receiver.received)
 
 

@@ -21,9 +21,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 COPY handlers ./handlers
-# Both distributions: the handler side (./handlers: SDK, executor, built-in handlers) and the operator.
+# Both distributions: the handler side (./handlers: SDK, executor, built-in handlers) and the operator with
+# its kafka extra (aiokafka), so that the image can publish task events to Kafka (--events-kafka-*).
+# Written "./[kafka]", not ".[kafka]": hadolint takes the latter for an unpinned PyPI package (DL3013).
 # pip compiles the installed modules to .pyc here, at build time, so nothing is written at runtime.
-RUN pip install --no-cache-dir ./handlers .
+RUN pip install --no-cache-dir ./handlers "./[kafka]"
 
 
 FROM python:3.11-slim

@@ -5,8 +5,9 @@
 #   2. the project's own rules (tools/check_dockerfile.py policy: multi-stage, pinned non-latest bases,
 #      numeric non-root USER, CMD without ENTRYPOINT, no bytecode writes),
 #   3. a replay of the builder stage: the files the Dockerfile COPYs (after .dockerignore) go into a temp
-#      dir, a fresh venv gets `pip install --no-cache-dir <that dir>` as in the image, and the console
-#      scripts the image relies on are run with the image's environment.
+#      dir, a fresh venv gets the builder's own `pip install --no-cache-dir` arguments (read from the
+#      Dockerfile: ./handlers and ./[kafka]), and the console scripts the image relies on, and the Kafka sink,
+#      are run with the image's environment.
 #
 #   tools/check-dockerfile.sh            # all three
 #   tools/check-dockerfile.sh --no-replay  # 1 and 2 only (no PyPI downloads of the project's dependencies)
@@ -62,14 +63,16 @@ if [ $replay = 1 ]; then
   trap 'rm -rf "$tmp"' EXIT
   if ! "$python" "$root/tools/check_dockerfile.py" context "$dockerfile" "$tmp/context"; then
     fail "replay: build context (a COPY source is missing)"
+  elif ! targets=$("$python" "$root/tools/check_dockerfile.py" install-args "$dockerfile"); then
+    fail "replay: the builder stage's pip install arguments"
   elif ! "$python" -m venv "$tmp/venv"; then
     fail "replay: python -m venv"
-  elif ! (cd "$tmp/context" && "$tmp/venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check \
-      ./handlers . >"$tmp/pip.log" 2>&1); then
+  elif mapfile -t targets <<<"$targets" && ! (cd "$tmp/context" && "$tmp/venv/bin/pip" install --quiet \
+      --no-cache-dir --disable-pip-version-check "${targets[@]}" >"$tmp/pip.log" 2>&1); then
     tail -20 "$tmp/pip.log"
-    fail "replay: pip install --no-cache-dir ./handlers . (as the builder stage)"
+    fail "replay: pip install --no-cache-dir ${targets[*]} (as the builder stage)"
   else
-    pass "replay: pip install --no-cache-dir ./handlers . into a fresh venv"
+    pass "replay: pip install --no-cache-dir ${targets[*]} into a fresh venv"
     # The image's runtime environment: no bytecode writes, a HOME nobody can write to.
     run() { env -i PATH="$tmp/venv/bin:/usr/bin:/bin" PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
       HOME=/nonexistent "$@"; }
@@ -88,6 +91,11 @@ if [ $replay = 1 ]; then
     check "kubectl-cronlet --help" "$tmp/venv/bin/kubectl-cronlet" --help
     check "handler SDK importable (cronlet.sdk)" \
       "$tmp/venv/bin/python" -c 'from cronlet.sdk import TaskContext, TaskHandler, TaskResult'
+    # Task events to Kafka need the kafka extra: aiokafka importable, and the operator's Kafka sink made from
+    # options as `cronlet operator --events-kafka-bootstrap-servers` makes it (no broker is contacted).
+    check "aiokafka importable (the kafka extra)" "$tmp/venv/bin/python" -c 'import aiokafka'
+    check "a Kafka sink from options (cronlet._controller.sinks)" "$tmp/venv/bin/python" -c \
+      'from cronlet._controller import sinks; [s] = sinks.from_options(kafka_bootstrap_servers="127.0.0.1:9092"); print(s.name)'
     # The handler side on its own, as a handler author's image installs it: no operator dependencies.
     if ! "$python" -m venv "$tmp/handlers-venv" || ! (cd "$tmp/context" && "$tmp/handlers-venv/bin/pip" install \
         --quiet --no-cache-dir --disable-pip-version-check ./handlers >"$tmp/pip-handlers.log" 2>&1); then

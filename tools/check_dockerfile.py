@@ -4,6 +4,7 @@ Used by tools/check-dockerfile.sh:
 
     python3 tools/check_dockerfile.py policy Dockerfile      # exit 1 and one line per broken rule
     python3 tools/check_dockerfile.py context Dockerfile DIR # copy what the builder stage COPYs into DIR
+    python3 tools/check_dockerfile.py install-args Dockerfile  # what the builder's pip install installs
 
 `policy` checks what hadolint does not know about this project: a multi-stage build, every base image
 pinned to a tag other than `latest`, a numeric non-root USER in the final stage (Kubernetes' runAsNonRoot
@@ -11,13 +12,16 @@ can only verify a numeric one), no ENTRYPOINT (executor Jobs override the comman
 stage that never writes bytecode (read-only root filesystem).
 
 `context` reproduces `COPY <src>... <dest>` of the stages that copy from the build context, honouring
-.dockerignore, so that the replay installs exactly the files an image build would.
+.dockerignore, so that the replay installs exactly the files an image build would. `install-args` prints,
+one a line, what the builder stage's `pip install` installs (`./handlers`, `./[kafka]`), so that the replay
+installs the same requirements, extras included, instead of a copy of them that could drift.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -135,6 +139,27 @@ def context_sources(text: str) -> list[str]:
     return sources
 
 
+def pip_install_targets(text: str) -> list[str]:
+    """What the `RUN pip install` of the first stage installs: its arguments without options, unquoted.
+
+    One pip install in that stage is expected (the replay repeats exactly one); more, or none, is an error.
+    Options are dropped, so an option that takes a value (`-r FILE`, `--index-url URL`) is not supported.
+    """
+    found = stages(parse(text))
+    runs = [
+        instruction.arguments
+        for instruction in (found[0] if found else [])
+        if instruction.keyword == "RUN" and re.search(r"\bpip3? install\b", instruction.arguments)
+    ]
+    if len(runs) != 1:
+        raise ValueError(f"expected one RUN pip install in the builder stage, found {len(runs)}")
+    words = shlex.split(runs[0])
+    if "&&" in words or ";" in words or "|" in words:
+        raise ValueError(f"the builder's pip install is chained with another command: {runs[0]!r}")
+    after = words[words.index("install") + 1 :]
+    return [word for word in after if not word.startswith("-")]
+
+
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     out = ""
     index = 0
@@ -208,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     context = commands.add_parser("context", help="copy the build context the Dockerfile COPYs")
     context.add_argument("dockerfile", type=Path)
     context.add_argument("destination", type=Path)
+    install = commands.add_parser("install-args", help="print what the builder's pip install installs")
+    install.add_argument("dockerfile", type=Path)
     args = parser.parse_args(argv)
 
     if args.command == "policy":
@@ -215,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"{args.dockerfile}: {problem}")
         return 1 if problems else 0
+    if args.command == "install-args":
+        try:
+            targets = pip_install_targets(args.dockerfile.read_text())
+        except ValueError as error:
+            print(f"{args.dockerfile}: {error}", file=sys.stderr)
+            return 1
+        print("\n".join(targets))
+        return 0
     root = args.dockerfile.resolve().parent
     try:
         copied = build_context(dockerfile=args.dockerfile, root=root, destination=args.destination)

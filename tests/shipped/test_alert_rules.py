@@ -93,3 +93,15 @@ def test_rule_file_and_chart_defaults_agree() -> None:
 def test_operator_alerts_use_the_job_matcher_the_chart_rewrites() -> None:
     expr = {rule["alert"]: rule["expr"] for rule in load_rules()}["CronletOperatorDown"]
     assert expr.count('job=~".*cronlet.*"') == 2
+
+
+def test_event_alerts_are_per_sink_and_read_the_leaders_gauge() -> None:
+    rules = {rule["alert"]: rule for rule in load_rules()}
+    assert {"CronletEventsDropped", "CronletEventsPendingTooLong", "CronletEventSendsFailing"} <= set(rules)
+    assert "by (job) (increase(cronlet_events_dropped_total[10m]))" in rules["CronletEventsDropped"]["expr"]
+    pending = rules["CronletEventsPendingTooLong"]
+    assert pending["expr"].startswith("max by (job, sink) (") and pending["for"] == "5m"
+    # A standby sends nothing and a former leader's gauge can be left over: only the leader's counts.
+    assert "and on (job, instance) (cronlet_leader == 1)" in pending["expr"]
+    refused = rules["CronletEventSendsFailing"]["expr"]
+    assert 'by (job, sink) (increase(cronlet_events_failed_total{retryable="false"}[15m]))' in refused

@@ -51,6 +51,20 @@ ELECTION_ENV = [
 ]
 
 
+EVENTS_MOUNTS = "/etc/cronlet/events"
+
+# Every events value set: Kafka over SASL_SSL with a client certificate, and HTTP with a headers Secret.
+ALL_EVENTS = [
+    "--set",
+    "events.kafka.bootstrapServers={kafka-0.messaging:9093,kafka-1.messaging:9093},"
+    "events.kafka.topic=platform.task-events,events.kafka.contentMode=structured,"
+    "events.kafka.securityProtocol=SASL_SSL,events.kafka.saslMechanism=SCRAM-SHA-512,"
+    "events.kafka.existingSecret=cronlet-kafka,events.kafka.tlsSecret=cronlet-kafka-tls,"
+    "events.http.url=https://events.example.com/cronlet,events.http.contentMode=structured,"
+    "events.http.headersSecret=cronlet-events-http,events.outbox.maxEntries=200,events.outbox.maxBytes=65536",
+]
+
+
 def tool(name: str) -> Path:
     """A binary built by tools/build.sh; fails the test (not skips) when it is missing."""
     try:
@@ -112,8 +126,14 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
         [],
         ["--set", "namespaces={team-a,team-b}"],
         ["--set", "serviceMonitor.forceEnable=true,prometheusRule.forceEnable=true,dashboard.enabled=true"],
+        [
+            "--set",
+            "events.kafka.bootstrapServers={kafka:9093},events.kafka.securityProtocol=SASL_SSL,"
+            "events.kafka.saslMechanism=PLAIN,events.kafka.existingSecret=k,events.kafka.tlsSecret=t,"
+            "events.http.url=https://e.example/x,events.http.headersSecret=h",
+        ],
     ],
-    ids=["defaults", "namespaced", "monitoring"],
+    ids=["defaults", "namespaced", "monitoring", "events"],
 )
 def test_helm_lint_strict(values: list[str]) -> None:
     result = helm("lint", "--strict", str(CHART), *values)
@@ -425,8 +445,12 @@ def test_rbac_is_least_privilege(values: list[str]) -> None:
 @pytest.mark.binaries
 @pytest.mark.parametrize(
     "values",
-    [[], ["--set", "serviceMonitor.forceEnable=true,prometheusRule.forceEnable=true,dashboard.enabled=true"]],
-    ids=["defaults", "everything"],
+    [
+        [],
+        ["--set", "serviceMonitor.forceEnable=true,prometheusRule.forceEnable=true,dashboard.enabled=true"],
+        ALL_EVENTS,
+    ],
+    ids=["defaults", "everything", "events"],
 )
 def test_every_container_has_the_secure_security_context(values: list[str]) -> None:
     specs = list(pod_specs(render(*values)))
@@ -462,6 +486,9 @@ def test_every_container_has_the_secure_security_context(values: list[str]) -> N
         "prometheusRule.alerts.CronletMissedRuns.treshold=2",
         "prometheusRule.alerts.NoSuchAlert.enabled=false",
         "securityContext.runAsNonroot=true",
+        "events.kafka.bootstrapServer=kafka:9092",
+        "events.http.headers=Authorization",
+        "events.kafka.password=hunter2",
     ],
 )
 def test_unknown_value_keys_are_rejected(setting: str) -> None:
@@ -479,6 +506,13 @@ def test_unknown_value_keys_are_rejected(setting: str) -> None:
         "image.pullPolicy=Sometimes",
         "prometheusRule.alerts.CronletScheduleLagHigh.threshold=120",
         "namespaces={Not_A_Namespace}",
+        "events.kafka.bootstrapServers={kafka}",
+        "events.kafka.contentMode=avro",
+        "events.kafka.securityProtocol=TLS",
+        "events.kafka.saslMechanism=GSSAPI",
+        "events.kafka.existingSecret=Not_A_Secret",
+        "events.http.url=ftp://files.example.com/",
+        "events.outbox.maxEntries=0",
     ],
 )
 def test_invalid_values_are_rejected(setting: str) -> None:
@@ -699,3 +733,187 @@ def test_a_namespaced_operator_with_a_namespace_selector_gets_a_cluster_role_for
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == RELEASE
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+
+
+# --- task events ---------------------------------------------------------------------------------
+
+
+def operator_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def events_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    env = operator_pod(docs)["containers"][0]["env"]
+    return {
+        v["name"]: v.get("value", v.get("valueFrom")) for v in env if v["name"].startswith("CRONLET_EVENTS_")
+    }
+
+
+@pytest.mark.binaries
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "events.kafka.topic=other,events.kafka.securityProtocol=SSL,events.http.headersSecret=h"],
+    ],
+    ids=["defaults", "settings-without-a-sink"],
+)
+def test_no_sink_sets_no_event_option_and_mounts_nothing(values: list[str]) -> None:
+    pod = operator_pod(render(*values))
+    assert events_env(render(*values)) == {}
+    assert "volumes" not in pod
+    assert "volumeMounts" not in pod["containers"][0]
+
+
+@pytest.mark.binaries
+def test_event_values_reach_the_operator_with_credentials_from_secrets_only() -> None:
+    docs = render(*ALL_EVENTS)
+    assert events_env(docs) == {
+        "CRONLET_EVENTS_KAFKA_BOOTSTRAP_SERVERS": "kafka-0.messaging:9093,kafka-1.messaging:9093",
+        "CRONLET_EVENTS_KAFKA_TOPIC": "platform.task-events",
+        "CRONLET_EVENTS_KAFKA_CONTENT_MODE": "structured",
+        "CRONLET_EVENTS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "CRONLET_EVENTS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "CRONLET_EVENTS_KAFKA_SASL_USERNAME": {"secretKeyRef": {"name": "cronlet-kafka", "key": "username"}},
+        "CRONLET_EVENTS_KAFKA_SASL_PASSWORD": {"secretKeyRef": {"name": "cronlet-kafka", "key": "password"}},
+        "CRONLET_EVENTS_KAFKA_SSL_CAFILE": f"{EVENTS_MOUNTS}/kafka-tls/ca.crt",
+        "CRONLET_EVENTS_KAFKA_SSL_CERTFILE": f"{EVENTS_MOUNTS}/kafka-tls/tls.crt",
+        "CRONLET_EVENTS_KAFKA_SSL_KEYFILE": f"{EVENTS_MOUNTS}/kafka-tls/tls.key",
+        "CRONLET_EVENTS_HTTP_URL": "https://events.example.com/cronlet",
+        "CRONLET_EVENTS_HTTP_CONTENT_MODE": "structured",
+        "CRONLET_EVENTS_HTTP_HEADERS_FILE": f"{EVENTS_MOUNTS}/http/headers",
+        "CRONLET_EVENTS_OUTBOX_MAX_ENTRIES": "200",
+        "CRONLET_EVENTS_OUTBOX_MAX_BYTES": "65536",
+    }
+    pod = operator_pod(docs)
+    # Each file option names a file of a read-only Secret volume: a key the Secret must have.
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v["secret"] for v in pod["volumes"]}
+    assert set(mounts) == set(volumes) == {"events-kafka-tls", "events-http-headers"}
+    assert all(m["readOnly"] is True and "subPath" not in m for m in mounts.values())
+    assert volumes["events-kafka-tls"]["secretName"] == "cronlet-kafka-tls"
+    assert volumes["events-http-headers"]["secretName"] == "cronlet-events-http"
+    files = {
+        f"{mounts[name]['mountPath']}/{item['path']}": item["key"]
+        for name, secret in volumes.items()
+        for item in secret["items"]
+    }
+    assert files == {
+        f"{EVENTS_MOUNTS}/kafka-tls/ca.crt": "ca.crt",
+        f"{EVENTS_MOUNTS}/kafka-tls/tls.crt": "tls.crt",
+        f"{EVENTS_MOUNTS}/kafka-tls/tls.key": "tls.key",
+        f"{EVENTS_MOUNTS}/http/headers": "headers",
+    }
+    # Readable by the operator's non-root user: the files belong to root and there is no fsGroup.
+    assert all(secret["defaultMode"] == 0o444 for secret in volumes.values())
+    assert "fsGroup" not in pod["securityContext"]
+
+
+@pytest.mark.binaries
+def test_the_operator_makes_both_sinks_from_what_the_chart_sets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The chart's variables, read by the real CLI and handed to the operator's own sink factory (which
+    rejects what would make no usable sink), with the Secrets' files where the chart mounts them."""
+    from cronlet._cli import operator as cli
+    from cronlet._controller import runtime
+
+    secrets = {"cronlet-kafka": {"username": "cronlet", "password": "s3cret"}}
+    (tmp_path / "http").mkdir()
+    (tmp_path / "http" / "headers").write_text("Authorization: Bearer abc\n")
+    for variable in operator_pod(render(*ALL_EVENTS))["containers"][0]["env"]:
+        if "valueFrom" in variable:
+            source = variable["valueFrom"]
+            if "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                monkeypatch.setenv(variable["name"], secrets[ref["name"]][ref["key"]])
+            continue
+        value = variable["value"]
+        if value.startswith(EVENTS_MOUNTS):
+            value = str(tmp_path) + value.removeprefix(EVENTS_MOUNTS)
+        monkeypatch.setenv(variable["name"], value)
+    args = cli.parser().parse_args(["operator"])
+    assert args.events_kafka_bootstrap_servers == "kafka-0.messaging:9093,kafka-1.messaging:9093"
+    assert (args.events_kafka_topic, args.events_kafka_content_mode) == ("platform.task-events", "structured")
+    assert (args.events_kafka_security_protocol, args.events_kafka_sasl_mechanism) == (
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+    )
+    assert args.events_kafka_ssl_keyfile == str(tmp_path / "kafka-tls" / "tls.key")
+    assert (args.events_http_url, args.events_http_content_mode) == (
+        "https://events.example.com/cronlet",
+        "structured",
+    )
+    assert (args.events_outbox_max_entries, args.events_outbox_max_bytes) == (200, 65536)
+    options = runtime.EventOptions(
+        kafka_bootstrap_servers=args.events_kafka_bootstrap_servers,
+        kafka_topic=args.events_kafka_topic,
+        kafka_mode=args.events_kafka_content_mode,
+        kafka_security_protocol=args.events_kafka_security_protocol,
+        kafka_sasl_mechanism=args.events_kafka_sasl_mechanism,
+        kafka_sasl_username=os.environ["CRONLET_EVENTS_KAFKA_SASL_USERNAME"],
+        kafka_sasl_password=os.environ["CRONLET_EVENTS_KAFKA_SASL_PASSWORD"],
+        kafka_ssl_cafile=args.events_kafka_ssl_cafile,
+        kafka_ssl_certfile=args.events_kafka_ssl_certfile,
+        kafka_ssl_keyfile=args.events_kafka_ssl_keyfile,
+        http_url=args.events_http_url,
+        http_mode=args.events_http_content_mode,
+        http_headers_file=args.events_http_headers_file,
+    )
+    assert [sink.name for sink in options.sinks()] == ["kafka", "http"]
+
+
+@pytest.mark.binaries
+def test_a_kafka_tls_secret_without_a_client_certificate_gives_only_the_ca() -> None:
+    docs = render(
+        "--set",
+        "events.kafka.bootstrapServers={kafka:9093},events.kafka.securityProtocol=SSL,"
+        "events.kafka.tlsSecret=kafka-ca,events.kafka.tlsClientCertificate=false",
+    )
+    env = events_env(docs)
+    assert env["CRONLET_EVENTS_KAFKA_SSL_CAFILE"] == f"{EVENTS_MOUNTS}/kafka-tls/ca.crt"
+    assert "CRONLET_EVENTS_KAFKA_SSL_CERTFILE" not in env and "CRONLET_EVENTS_KAFKA_SASL_USERNAME" not in env
+    [volume] = operator_pod(docs)["volumes"]
+    assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    # Only HTTP: no Kafka option at all, the outbox caps still.
+    only_http = events_env(render("--set", "events.http.url=http://receiver.apps:8080/events"))
+    assert sorted(only_http) == [
+        "CRONLET_EVENTS_HTTP_CONTENT_MODE",
+        "CRONLET_EVENTS_HTTP_URL",
+        "CRONLET_EVENTS_OUTBOX_MAX_BYTES",
+        "CRONLET_EVENTS_OUTBOX_MAX_ENTRIES",
+    ]
+
+
+@pytest.mark.binaries
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "events.kafka.securityProtocol=SASL_SSL,events.kafka.existingSecret=k",
+            "needs events.kafka.saslMechanism",
+        ),
+        ("events.kafka.securityProtocol=SASL_PLAINTEXT,events.kafka.saslMechanism=PLAIN", "existingSecret"),
+        ("events.kafka.existingSecret=k", "need securityProtocol SASL_PLAINTEXT or SASL_SSL"),
+        ("events.kafka.saslMechanism=PLAIN,events.kafka.securityProtocol=SSL", "need securityProtocol SASL_"),
+        (
+            "events.kafka.tlsSecret=t,events.kafka.securityProtocol=SASL_PLAINTEXT,events.kafka.saslMechanism=PLAIN,"
+            "events.kafka.existingSecret=k",
+            "tlsSecret needs securityProtocol SSL or SASL_SSL",
+        ),
+    ],
+    ids=[
+        "sasl-without-mechanism",
+        "sasl-without-secret",
+        "secret-without-sasl",
+        "mechanism-without-sasl",
+        "tls-without-ssl",
+    ],
+)
+def test_kafka_security_the_operator_would_refuse_fails_the_render(setting: str, message: str) -> None:
+    result = helm(
+        "template", RELEASE, str(CHART), "--set", f"events.kafka.bootstrapServers={{kafka:9092}},{setting}"
+    )
+    assert result.returncode != 0, f"{setting} was accepted"
+    assert message in result.stderr

@@ -92,3 +92,31 @@ def test_queries_parse(tmp_path: Path) -> None:
         [str(tool("promtool")), "check", "rules", str(rule_file)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_event_panels_show_each_sink_and_only_the_leaders_gauges() -> None:
+    """The event metrics carry `sink` and no task labels; only the leader publishes, and a former leader's
+    gauges may be left over, so the gauges are read where cronlet_leader is 1."""
+    by_title = {panel["title"]: [target["expr"] for target in panel["targets"]] for panel in panels()}
+    events = {title: exprs for title, exprs in by_title.items() if any("cronlet_event" in e for e in exprs)}
+    assert set(events) == {
+        "Events published / s",
+        "Event send failures / s",
+        "Events dropped",
+        "Events pending",
+        "Oldest pending event, age",
+        "Event publish latency p50 / p99",
+    }
+    for title, exprs in events.items():
+        for expr in exprs:
+            for selector in re.findall(r"cronlet_events?_[a-z_]+\{([^}]*)\}", expr):
+                assert selector == 'job=~"$job"', f"{title}: {expr}"
+            if "dropped" not in expr:  # the one event metric without a sink label
+                assert re.search(r"by \((sink|sink, [a-z, ]+)\)", expr), f"{title}: not per sink: {expr}"
+    for title in ("Events pending", "Oldest pending event, age"):
+        [expr] = events[title]
+        assert expr.endswith('and on (job, instance) (cronlet_leader{job=~"$job"} == 1))'), title
+    quantiles = re.findall(
+        r"histogram_quantile\((0\.\d+),", " ".join(events["Event publish latency p50 / p99"])
+    )
+    assert quantiles == ["0.5", "0.99"]

@@ -25,11 +25,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronlet._common import times
 from cronlet._controller import kube, messages, workqueue
 from cronlet._controller.metrics import Metrics
 from cronlet._controller.store import Key, Store
-from cronlet._core import decision, manifests, model
+from cronlet._core import decision, manifests, model, status
 from cronlet._core.views import Event, JobObservation, Plan, TaskView
 
 log = logging.getLogger("cronlet.reconciler")
@@ -271,26 +270,31 @@ class Reconciler:
         return reasons
 
     async def _mark_not_ready(
-        self, key: Key, body: dict[str, Any], view: TaskView, *, reason: str, message: str
+        self,
+        key: Key,
+        body: dict[str, Any],
+        view: TaskView,
+        *,
+        reason: model.ConditionReason,
+        message: str,
     ) -> None:
         """Set only the Ready condition to False (the run was not started, so nothing else changes)."""
         ready = next((c for c in view.status.conditions if c.type == "Ready"), None)
-        if ready is not None and (ready.status, ready.reason, ready.message) == (
-            "False",
-            reason,
-            message[:1024],
-        ):
-            return
-        was_false = ready is not None and ready.status == "False"
-        since = times.parse(ready.last_transition_time) if ready is not None and was_false else self.clock()
-        new = model.Condition(
-            type="Ready",
+        new = status.condition(
+            view.status.conditions,
+            kind="Ready",
             status="False",
             reason=reason,
             message=message[:1024],
-            last_transition_time=times.rfc3339(since),
-            observed_generation=view.generation,
+            generation=view.generation,
+            now=self.clock(),
         )
+        if ready is not None and (ready.status, ready.reason, ready.message) == (
+            "False",
+            reason,
+            new.message,
+        ):
+            return
         conditions = [new, *(c for c in view.status.conditions if c.type != "Ready")]
         try:
             updated = await self.kube.patch_status(

@@ -62,9 +62,11 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bo
         ("maximum", "maximum"),
         ("minLength", "minLength"),
         ("maxLength", "maxLength"),
+        ("format", "format"),
     ):
         if src in node:
             out[dst] = node[src]
+    out.update({k: v for k, v in node.items() if k.startswith("x-kubernetes-")})
     if keep_defaults and node.get("default") is not None and kind != "object":
         out["default"] = node["default"]
     elif keep_defaults and kind == "object" and node.get("default") == {}:

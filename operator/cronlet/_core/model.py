@@ -200,44 +200,103 @@ class TaskSpec(_Model):
     )
 
 
+# metav1.Condition's own validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go), copied into the CRD so the
+# API server refuses what `kubectl wait --for=condition=...`, kstatus and Argo CD could not read.
+_DNS_PREFIX = r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+CONDITION_TYPE_PATTERN = rf"^{_DNS_PREFIX}(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_REASON_MAX = 1024
+CONDITION_MESSAGE_MAX = 32768
+
+ConditionType = Literal["Ready", "LastRunSucceeded"]
+# Every reason the operator can put in a condition: mypy refuses any other string where a reason goes
+# (InvalidSpec, ScheduleError, the status builder), and a unit test checks each against the pattern above.
+ConditionReason = Literal[
+    # Ready=True
+    "Scheduled",
+    "Suspended",
+    # Ready=False: the spec cannot be run (cronlet._core.validation, cronlet._core.schedule)
+    "InvalidSchedule",
+    "UnknownTimeZone",
+    "InvalidInterval",
+    "UnknownHandler",
+    "ParametersTooLarge",
+    "InvalidSpec",
+    # Ready=False: the operator cannot act (cronlet._controller.reconciler)
+    "JobCreateFailed",
+    "StatusUnreadable",
+    # LastRunSucceeded
+    "Succeeded",
+    "RetriesExhausted",
+    "PermanentFailure",
+    "AttemptNotStarted",
+]
+
+
+def _time(description: str, *, alias: str, required: bool = False) -> Any:
+    """A field holding an RFC 3339 instant: ``format: date-time`` in the CRD, as metav1.Time fields have."""
+    extra: dict[str, Any] = {"format": "date-time"}
+    if required:
+        return Field(..., alias=alias, description=description, json_schema_extra=extra)
+    return Field(None, alias=alias, description=description, json_schema_extra=extra)
+
+
 class Condition(_Model):
-    type: str = Field(..., description="Ready or LastRunSucceeded.")
-    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
-    reason: str = Field("", description="CamelCase reason, such as InvalidSchedule or RetriesExhausted.")
-    message: str = Field("", description="Human-readable explanation.")
-    last_transition_time: str = Field(
-        "", alias="lastTransitionTime", description="When status last changed (RFC 3339)."
+    """One condition, in the shape of metav1.Condition."""
+
+    type: str = Field(
+        ...,
+        pattern=CONDITION_TYPE_PATTERN,
+        max_length=316,
+        description="Ready (the task is scheduled and the operator can act on it) or LastRunSucceeded.",
     )
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     observed_generation: int | None = Field(
-        None, alias="observedGeneration", description="Generation of the spec this condition was set for."
+        None,
+        alias="observedGeneration",
+        ge=0,
+        description="metadata.generation of the task when this condition was set; older than the task's "
+        "generation means the condition is out of date.",
+    )
+    last_transition_time: str = _time(
+        "When status last changed from one value to another (RFC 3339).",
+        alias="lastTransitionTime",
+        required=True,
+    )
+    reason: str = Field(
+        ...,
+        min_length=1,
+        max_length=CONDITION_REASON_MAX,
+        pattern=CONDITION_REASON_PATTERN,
+        description="CamelCase reason for the last transition, such as Scheduled, InvalidSchedule or "
+        "RetriesExhausted.",
+    )
+    message: str = Field(
+        ..., max_length=CONDITION_MESSAGE_MAX, description="Human-readable explanation (may be empty)."
     )
 
 
 class ActiveRun(_Model):
     job_name: str = Field(..., alias="jobName", description="Job of the current (or last failed) attempt.")
-    scheduled_time: str = Field(..., alias="scheduledTime", description="Due time of the run (RFC 3339).")
+    scheduled_time: str = _time("Due time of the run (RFC 3339).", alias="scheduledTime", required=True)
     attempt: int = Field(..., description="Attempt number of jobName (1 = first try).")
     run_id: str = Field("", alias="runId", description="Identifier of the run, shared by its attempts.")
-    start_time: str = Field("", alias="startTime", description="When the first attempt started (RFC 3339).")
-    next_retry_time: str | None = Field(
-        None,
+    start_time: str | None = _time("When the first attempt started (RFC 3339).", alias="startTime")
+    next_retry_time: str | None = _time(
+        "Set while the run waits out a backoff: when the next attempt starts (RFC 3339).",
         alias="nextRetryTime",
-        description=("Set while the run waits out a backoff: when the next attempt starts (RFC 3339)."),
     )
-    claim_time: str | None = Field(
-        None,
+    claim_time: str | None = _time(
+        "When this attempt was claimed (RFC 3339): the operator writes the attempt here before it creates its "
+        "Job, so a replica with a stale view, whose write is refused, creates nothing.",
         alias="claimTime",
-        description=(
-            "When this attempt was claimed (RFC 3339): the operator writes the attempt here before it creates "
-            "its Job, so a replica with a stale view, whose write is refused, creates nothing."
-        ),
     )
 
 
 class HistoryEntry(_Model):
-    scheduled_time: str = Field(..., alias="scheduledTime", description="Due time of the run (RFC 3339).")
-    start_time: str | None = Field(None, alias="startTime", description="First attempt start (RFC 3339).")
-    completion_time: str | None = Field(None, alias="completionTime", description="When the run ended.")
+    scheduled_time: str = _time("Due time of the run (RFC 3339).", alias="scheduledTime", required=True)
+    start_time: str | None = _time("First attempt start (RFC 3339).", alias="startTime")
+    completion_time: str | None = _time("When the run ended (RFC 3339).", alias="completionTime")
     attempts: int = Field(0, description="Attempts made (0 for Skipped and Missed).")
     outcome: Outcome = Field(..., description="Succeeded, Failed, Skipped, Missed or Replaced.")
     message: str = Field("", description="The handler's result message (truncated), or why it did not run.")
@@ -263,28 +322,27 @@ class TaskStatus(_Model):
             "last run exhausted its retries; the next due time is still scheduled) or Invalid (see conditions)."
         ),
     )
-    conditions: list[Condition] = Field(default_factory=list, description="Ready and LastRunSucceeded.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready and LastRunSucceeded, as metav1.Condition (one of each type at most).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     observed_generation: int | None = Field(
         None, alias="observedGeneration", description="Generation of the spec last acted on."
     )
-    next_run_time: str | None = Field(
-        None,
-        alias="nextRunTime",
-        description="Next due time (RFC 3339, UTC); absent while suspended or invalid.",
+    next_run_time: str | None = _time(
+        "Next due time (RFC 3339, UTC); absent while suspended or invalid.", alias="nextRunTime"
     )
-    last_schedule_time: str | None = Field(
-        None, alias="lastScheduleTime", description="Due time of the most recent run started."
+    last_schedule_time: str | None = _time(
+        "Due time of the most recent run started (RFC 3339).", alias="lastScheduleTime"
     )
-    last_successful_time: str | None = Field(
-        None, alias="lastSuccessfulTime", description="Completion time of the most recent successful run."
+    last_successful_time: str | None = _time(
+        "Completion time of the most recent successful run (RFC 3339).", alias="lastSuccessfulTime"
     )
-    last_due_time: str | None = Field(
-        None,
+    last_due_time: str | None = _time(
+        "Most recent due time handled (started, skipped or recorded missed); the next one is computed after "
+        "it, so a restart neither repeats nor loses a due time.",
         alias="lastDueTime",
-        description=(
-            "Most recent due time handled (started, skipped or recorded missed); the next one is computed after "
-            "it, so a restart neither repeats nor loses a due time."
-        ),
     )
     last_result: str | None = Field(
         None, alias="lastResult", description="Outcome of the most recent finished run."
@@ -299,8 +357,8 @@ class TaskStatus(_Model):
             "while no run is retrying. With several, the highest."
         ),
     )
-    next_retry_time: str | None = Field(
-        None, alias="nextRetryTime", description="For a run that is retrying: when the next attempt starts."
+    next_retry_time: str | None = _time(
+        "For a run that is retrying: when the next attempt starts (RFC 3339).", alias="nextRetryTime"
     )
     history: list[HistoryEntry] = Field(
         default_factory=list, description="Newest first, at most spec.historyLimit entries."

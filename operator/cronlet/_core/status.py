@@ -8,10 +8,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from cronlet._common import times
 from cronlet._core import naming
-from cronlet._core.model import ActiveRun, Condition, Counters, HistoryEntry, Phase, TaskSpec, TaskStatus
+from cronlet._core.model import (
+    CONDITION_MESSAGE_MAX,
+    ActiveRun,
+    Condition,
+    ConditionReason,
+    ConditionType,
+    Counters,
+    HistoryEntry,
+    Phase,
+    TaskSpec,
+    TaskStatus,
+)
 from cronlet._core.views import TaskView
 
 DEFAULT_HISTORY_LIMIT = 10  # while the spec cannot be read
@@ -29,14 +41,14 @@ class Outcome:
     last_schedule: datetime | None
     last_success: datetime | None
     last_result: str | None
-    run_result: tuple[bool, str, str] | None  # LastRunSucceeded: (ok, reason, message)
+    run_result: tuple[bool, ConditionReason, str] | None  # LastRunSucceeded: (ok, reason, message)
     next_due: datetime | None
     run_now_token: str | None
     awaiting_create: bool = False  # a claimed attempt whose Job is not created yet
 
 
 def build(
-    task: TaskView, *, spec: TaskSpec | None, invalid: tuple[str, str] | None, outcome: Outcome
+    task: TaskView, *, spec: TaskSpec | None, invalid: tuple[ConditionReason, str] | None, outcome: Outcome
 ) -> TaskStatus:
     """The complete new status. ``invalid`` is (reason, message) for a spec the operator cannot run."""
     old = task.status
@@ -107,17 +119,52 @@ def _phase(outcome: Outcome, *, invalid: bool, suspended: bool) -> Phase:
 
 
 def _condition(
-    task: TaskView, kind: str, status: str, reason: str, message: str, *, now: datetime
+    task: TaskView,
+    kind: ConditionType,
+    status: Literal["True", "False", "Unknown"],
+    reason: ConditionReason,
+    message: str,
+    *,
+    now: datetime,
 ) -> Condition:
-    old = next((c for c in task.status.conditions if c.type == kind), None)
+    return condition(
+        task.status.conditions,
+        kind=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        generation=task.generation,
+        now=now,
+    )
+
+
+def condition(
+    previous: Sequence[Condition],
+    *,
+    kind: ConditionType,
+    status: Literal["True", "False", "Unknown"],
+    reason: ConditionReason,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> Condition:
+    """One condition as metav1.Condition has it; the only place a condition is made, so every one fits the CRD.
+
+    ``lastTransitionTime`` moves only when ``status`` changes (kept from ``previous`` otherwise); the message is
+    cut to the schema's 32768 characters; the reason is one of ``model.ConditionReason``, all of which match
+    the schema's pattern (tests/unit/core/test_conditions.py).
+    """
+    old = next((c for c in previous if c.type == kind), None)
     since = old.last_transition_time if old is not None and old.status == status else times.rfc3339(now)
+    if len(message) > CONDITION_MESSAGE_MAX:
+        message = message[: CONDITION_MESSAGE_MAX - 1] + "…"
     return Condition(
         type=kind,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         reason=reason,
         message=message,
         last_transition_time=since,
-        observed_generation=task.generation,
+        observed_generation=generation,
     )
 
 

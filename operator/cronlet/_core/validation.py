@@ -29,7 +29,7 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 class InvalidSpec(Exception):
     """A spec the operator cannot run. ``reason`` is the CamelCase condition reason shown to the user."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: model.ConditionReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message

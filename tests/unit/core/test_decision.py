@@ -11,13 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import schemacheck
 
 from cronlet._common.times import rfc3339
-from cronlet._core import decision, naming, views
+from cronlet._core import decision, model, naming, views
 from cronlet._core.model import TaskStatus
 
 T0 = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
 UID = "uid-1"
+STATUS_SCHEMA = schemacheck.status_schema()
 
 
 def at(seconds: float) -> datetime:
@@ -81,7 +83,11 @@ def step(
     messages: dict[str, str] | None = None,
     not_started: dict[str, str] | None = None,
 ) -> views.Plan:
-    return decision.plan(t, jobs, now=at(now), messages=messages, not_started=not_started)
+    result = decision.plan(t, jobs, now=at(now), messages=messages, not_started=not_started)
+    # Every status these cases produce must be one the API server accepts (formats, reasons, list keys).
+    wrong = list(schemacheck.problems(model.dump(result.status), STATUS_SCHEMA))
+    assert not wrong, wrong
+    return result
 
 
 def then(t: views.TaskView, result: views.Plan, **changes: Any) -> views.TaskView:

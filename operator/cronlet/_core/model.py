@@ -26,7 +26,13 @@ SCHEDULED_TIME_ANNOTATION = "cronlet.dev/scheduled-time"
 TASK_NAME_ANNOTATION = "cronlet.dev/task-name"
 MAX_PARAMETERS_BYTES = 64 * 1024
 
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+# A Go duration as time.ParseDuration (and so metav1.Duration and CEL's duration()) reads it, without a sign:
+# 30s, 1h30m, 1.5s, 500ms, .5h, 0. v1alpha1 accepted "d" (days) before; the operator still reads stored values
+# with it (schedule.parse_duration), the API server refuses it in new ones (docs/api.md, change 15).
+_MICRO = "u\u00b5\u03bc"  # us, the micro sign and the Greek mu: Go reads all three as microseconds
+DURATION_PATTERN = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|[" + _MICRO + r"]s|ms|s|m|h))+)$"
+DURATION_MAX_LENGTH = 64
+_DURATION_HELP = "A Go duration (time.ParseDuration, as metav1.Duration): 30s, 5m, 1h30m, 1.5s, 500ms."
 
 Outcome = Literal["Succeeded", "Failed", "Skipped", "Missed", "Replaced"]
 Phase = Literal["Scheduled", "Running", "Retrying", "Suspended", "Failed", "Invalid"]
@@ -41,15 +47,40 @@ def json_bytes(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
+def _duration(
+    default: str | None,
+    *,
+    alias: str | None = None,
+    description: str,
+    rules: list[dict[str, str]] | None = None,
+) -> Any:
+    """A duration field. The pattern is the API server's to enforce (in the CRD), not the model's: the operator
+    must go on reading values stored before the pattern was narrowed, which ``schedule.parse_duration`` reads."""
+    schema: dict[str, Any] = {"pattern": DURATION_PATTERN, "maxLength": DURATION_MAX_LENGTH}
+    if rules:
+        schema["x-kubernetes-validations"] = rules
+    return Field(
+        default, alias=alias, description=f"{description} {_DURATION_HELP}", json_schema_extra=schema
+    )
+
+
 class Backoff(_Model):
     """How long to wait between the attempts of one run."""
 
-    initial_delay: str = Field(
-        "10s",
-        alias="initialDelay",
-        pattern=DURATION_PATTERN,
-        description="Delay before the first retry, as a duration such as 10s, 1m or 1h30m.",
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "duration(self.maxDelay) >= duration(self.initialDelay)",
+                    "message": "backoff.maxDelay must not be shorter than backoff.initialDelay",
+                    "reason": "FieldValueInvalid",
+                    "fieldPath": ".maxDelay",
+                }
+            ]
+        }
     )
+
+    initial_delay: str = _duration("10s", alias="initialDelay", description="Delay before the first retry.")
     multiplier: float = Field(
         2.0,
         ge=1,
@@ -57,11 +88,10 @@ class Backoff(_Model):
         description="Each further retry waits this many times longer than the one before "
         "(1 = a constant delay).",
     )
-    max_delay: str = Field(
+    max_delay: str = _duration(
         "10m",
         alias="maxDelay",
-        pattern=DURATION_PATTERN,
-        description="Upper bound on one delay, whatever the multiplier gives.",
+        description="Upper bound on one delay, whatever the multiplier gives; at least initialDelay.",
     )
     jitter: float = Field(
         0.1,
@@ -86,13 +116,11 @@ class TaskSpec(_Model):
             "interval."
         ),
     )
-    interval: str | None = Field(
+    interval: str | None = _duration(
         None,
-        pattern=DURATION_PATTERN,
-        description=(
-            "Fixed-rate schedule as a duration (30s, 5m, 1h30m): due at creation time + n x interval. "
-            "Set exactly one of schedule or interval."
-        ),
+        description="Fixed-rate schedule: due at the task's creation time + n x interval, n >= 1; at least 1s, "
+        "whole milliseconds. Set exactly one of schedule or interval.",
+        rules=[{"rule": "duration(self) >= duration('1s')", "message": "interval must be at least 1s"}],
     )
     time_zone: str = Field(
         "UTC",
@@ -146,24 +174,18 @@ class TaskSpec(_Model):
         description=("Retries after the first failed attempt of a run (0 = never retry)."),
     )
     backoff: Backoff = Field(default_factory=Backoff, description="Delays between retries.")
-    timeout: str | None = Field(
+    timeout: str | None = _duration(
         None,
-        pattern=DURATION_PATTERN,
-        description=(
-            "Limit on one attempt (the Job's activeDeadlineSeconds). A timed-out attempt is a retryable "
-            "failure."
-        ),
+        description="Limit on one attempt (the Job's activeDeadlineSeconds, whole seconds, at least 1). A "
+        "timed-out attempt is a retryable failure.",
     )
-    start_timeout: str = Field(
+    start_timeout: str = _duration(
         "10m",
         alias="startTimeout",
-        pattern=DURATION_PATTERN,
-        description=(
-            "Limit on the time from an attempt's Job being created until its pod runs (scheduled, image pulled, "
-            "container started). An attempt that has not started by then fails with the reason "
-            "(Unschedulable, ImagePullBackOff, ErrImagePull, CreateContainerConfigError, FailedCreate, ...), its "
-            "Job is deleted, and it is retried like any failed attempt. 0s turns the limit off."
-        ),
+        description="Limit on the time from an attempt's Job being created until its pod runs (scheduled, image "
+        "pulled, container started). An attempt that has not started by then fails with the reason "
+        "(Unschedulable, ImagePullBackOff, ErrImagePull, CreateContainerConfigError, FailedCreate, ...), its "
+        "Job is deleted, and it is retried like any failed attempt. 0s turns the limit off.",
     )
     concurrency_policy: Literal["Allow", "Forbid", "Replace"] = Field(
         "Forbid",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -169,9 +169,12 @@ def check_manifest(
     if unknown:
         return Verdict(name, "InvalidSpec", "; ".join(unknown))
     try:
-        parse_spec(spec, strict=True)
+        parsed = parse_spec(spec, strict=True)
     except InvalidSpec as exc:
         return Verdict(name, exc.reason, exc.message)
+    refused = _api_server_rules(parsed)
+    if refused is not None:
+        return Verdict(name, "InvalidSpec", refused)
     if ("schedule" in spec) == ("interval" in spec):
         return Verdict(name, "InvalidSchedule", "set exactly one of spec.schedule or spec.interval")
     view = TaskView(
@@ -190,6 +193,25 @@ def check_manifest(
     except InvalidSpec as exc:
         return Verdict(name, exc.reason, exc.message)
     return Verdict(name, None, next_due=schedule.next_after(sched, now))
+
+
+def _api_server_rules(spec: TaskSpec) -> str | None:
+    """The CRD's duration pattern and CEL rules, as the API server applies them to a new object."""
+    durations = (
+        ("interval", spec.interval),
+        ("timeout", spec.timeout),
+        ("startTimeout", spec.start_timeout),
+        ("backoff.initialDelay", spec.backoff.initial_delay),
+        ("backoff.maxDelay", spec.backoff.max_delay),
+    )
+    for field, text in durations:
+        if text is not None and not re.fullmatch(model.DURATION_PATTERN, text):
+            return f"spec.{field}: {text!r} is not a Go duration (such as 30s, 1h30m, 1.5s or 500ms)"
+    if spec.interval is not None and schedule.parse_duration(spec.interval) < timedelta(seconds=1):
+        return "spec.interval: interval must be at least 1s"
+    if schedule.parse_duration(spec.backoff.max_delay) < schedule.parse_duration(spec.backoff.initial_delay):
+        return "spec.backoff.maxDelay: backoff.maxDelay must not be shorter than backoff.initialDelay"
+    return None
 
 
 def _resource_problem(

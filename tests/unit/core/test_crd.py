@@ -112,3 +112,33 @@ def test_names_and_columns() -> None:
         ("Attempt", 1),
         ("Last Result", 1),
     ]
+
+
+DURATION_FIELDS = ["interval", "timeout", "startTimeout", "backoff.initialDelay", "backoff.maxDelay"]
+
+
+def _spec_props() -> dict[str, Any]:
+    schema = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    props: dict[str, Any] = schema["properties"]["spec"]["properties"]
+    return props
+
+
+def test_every_duration_has_the_one_go_duration_pattern() -> None:
+    props = _spec_props()
+    for field in DURATION_FIELDS:
+        node = props
+        *parents, leaf = field.split(".")
+        for parent in parents:
+            node = node[parent]["properties"]
+        assert node[leaf]["pattern"] == model.DURATION_PATTERN, field
+        assert node[leaf]["maxLength"] == model.DURATION_MAX_LENGTH, field  # bounds CEL's cost estimate
+
+
+def test_cel_rules_compare_durations_where_the_schema_cannot() -> None:
+    props = _spec_props()
+    assert [r["rule"] for r in props["backoff"]["x-kubernetes-validations"]] == [
+        "duration(self.maxDelay) >= duration(self.initialDelay)"
+    ]
+    assert [r["rule"] for r in props["interval"]["x-kubernetes-validations"]] == [
+        "duration(self) >= duration('1s')"
+    ]

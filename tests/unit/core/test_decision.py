@@ -14,8 +14,8 @@ import pytest
 import schemacheck
 
 from cronlet._common.times import rfc3339
-from cronlet._core import decision, model, naming, views
-from cronlet._core.model import TaskStatus
+from cronlet._core import decision, manifests, model, naming, views
+from cronlet._core.model import TaskSpec, TaskStatus
 
 T0 = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
 UID = "uid-1"
@@ -713,3 +713,21 @@ def test_a_refused_job_keeps_ready_false_until_the_claimed_attempt_gets_its_job(
     created = step(then(t, first, status=refused), [job(3600, created=3600)], now=3602)
     ready = {c.type: c for c in created.status.conditions}["Ready"]
     assert (ready.status, ready.reason) == ("True", "Scheduled")
+
+
+def test_a_task_stored_with_v1alpha1_day_durations_still_runs() -> None:
+    # The API server refuses `1d` in new values now (change 15); a task stored before keeps running as it did.
+    spec = {
+        "timeout": "1d",
+        "startTimeout": "1d",
+        "backoff": {"initialDelay": "1d", "maxDelay": "2d", "jitter": 0},
+    }
+    legacy = task(spec)
+    result = step(legacy, [], now=10)  # the first due time (*/10 s)
+    assert (result.status.phase, [c.reason for c in result.status.conditions]) == ("Running", ["Scheduled"])
+    built = manifests.build_job(
+        task=legacy, spec=TaskSpec.model_validate(legacy.spec), run=result.create[0], image="i"
+    )
+    assert built["spec"]["activeDeadlineSeconds"] == 86400
+    failed = step(then(legacy, result), [job(10, state=views.JobState.FAILED, done=11)], now=12)
+    assert failed.status.active[0].next_retry_time == rfc3339(at(11) + timedelta(days=1))

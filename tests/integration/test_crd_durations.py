@@ -57,8 +57,7 @@ REFUSED = [
     (
         "max-below-initial",
         {"schedule": "@daily", "backoff": {"initialDelay": "2m", "maxDelay": "90s"}},
-        'spec.backoff.maxDelay: Invalid value: "object": backoff.maxDelay must not be shorter than '
-        "backoff.initialDelay",
+        "spec.backoff.maxDelay: Invalid value: backoff.maxDelay must not be shorter than backoff.initialDelay",
     ),
     (
         "max-below-default-initial",
@@ -153,6 +152,7 @@ def test_a_task_stored_with_days_keeps_working_after_the_upgrade(
         ignore=(ApiException,),
         message="the old CRD to take a duration in days",
     )
+    _create(custom, namespace, "legacy-interval", {"interval": "1d", "handler": "echo"})
     old_then_new_crd()
 
     def refuses_days() -> bool:
@@ -170,6 +170,9 @@ def test_a_task_stored_with_days_keeps_working_after_the_upgrade(
         model.GROUP, model.VERSION, namespace, model.PLURAL, "legacy", {"spec": {"suspend": True}}
     )
     assert patched["spec"]["timeout"] == "1d"
+    custom.patch_namespaced_custom_object(
+        model.GROUP, model.VERSION, namespace, model.PLURAL, "legacy-interval", {"spec": {"suspend": True}}
+    )
     custom.patch_namespaced_custom_object_status(
         model.GROUP, model.VERSION, namespace, model.PLURAL, "legacy", {"status": {"phase": "Suspended"}}
     )

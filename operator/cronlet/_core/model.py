@@ -47,6 +47,17 @@ def json_bytes(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
+# CEL rules on durations. has(): the schema's default ({}) is checked before its fields are defaulted. A value
+# with "d" is one stored before change 15 (no Go unit has a "d"): CEL's duration() cannot read it, and the API
+# server re-runs an object's rules on every write of the object, not only when the field changed, so the rule
+# passes it over; the field's pattern still refuses "d" in a new value.
+_BACKOFF_RULE = (
+    "!has(self.initialDelay) || !has(self.maxDelay) || self.initialDelay.contains('d') || "
+    "self.maxDelay.contains('d') || duration(self.maxDelay) >= duration(self.initialDelay)"
+)
+_INTERVAL_RULE = "self.contains('d') || duration(self) >= duration('1s')"
+
+
 def _duration(
     default: str | None,
     *,
@@ -71,7 +82,7 @@ class Backoff(_Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "duration(self.maxDelay) >= duration(self.initialDelay)",
+                    "rule": _BACKOFF_RULE,
                     "message": "backoff.maxDelay must not be shorter than backoff.initialDelay",
                     "reason": "FieldValueInvalid",
                     "fieldPath": ".maxDelay",
@@ -120,7 +131,7 @@ class TaskSpec(_Model):
         None,
         description="Fixed-rate schedule: due at the task's creation time + n x interval, n >= 1; at least 1s, "
         "whole milliseconds. Set exactly one of schedule or interval.",
-        rules=[{"rule": "duration(self) >= duration('1s')", "message": "interval must be at least 1s"}],
+        rules=[{"rule": _INTERVAL_RULE, "message": "interval must be at least 1s"}],
     )
     time_zone: str = Field(
         "UTC",

@@ -97,10 +97,23 @@ def build_crd() -> dict[str, Any]:
             "jsonPath": ".spec['schedule','interval']",
             "description": "Cron schedule or fixed interval.",
         },
+        {
+            "name": "TimeZone",
+            "type": "string",
+            "jsonPath": ".spec.timeZone",
+            "description": "Zone in which the schedule is read.",
+        },
         {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+        {
+            "name": "Active",
+            "type": "integer",
+            "jsonPath": ".status.activeCount",
+            "description": "Unfinished runs (running or waiting to retry).",
+        },
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {
-            "name": "Last Run",
+            # What CronJob calls it: the due time of the last run started, not when it ran or ended.
+            "name": "Last Schedule",
             "type": "date",
             "jsonPath": ".status.lastScheduleTime",
             "description": "Due time of the most recent run started.",

@@ -381,6 +381,12 @@ class TaskStatus(_Model):
         None, alias="lastResult", description="Outcome of the most recent finished run."
     )
     active: list[ActiveRun] = Field(default_factory=list, description="Unfinished runs.")
+    active_count: int | None = Field(
+        None,
+        alias="activeCount",
+        ge=0,
+        description="Number of entries in active (the ACTIVE column: a printer column cannot count a list).",
+    )
     current_attempt: int | None = Field(
         None,
         alias="currentAttempt",

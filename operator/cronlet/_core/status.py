@@ -95,6 +95,7 @@ def build(
         last_due_time=_optional_time(outcome.cursor),
         last_result=outcome.last_result,
         active=list(outcome.active),
+        active_count=len(outcome.active),
         current_attempt=max(retrying, default=None),
         next_retry_time=retry.next_retry_time if retry else None,
         history=history,

@@ -103,9 +103,11 @@ def test_names_and_columns() -> None:
     columns = [(c["name"], c.get("priority", 0)) for c in version["additionalPrinterColumns"]]
     assert columns == [
         ("Schedule", 0),
+        ("TimeZone", 0),
         ("Suspend", 0),
+        ("Active", 0),
         ("Phase", 0),
-        ("Last Run", 0),
+        ("Last Schedule", 0),
         ("Next Run", 0),
         ("Age", 0),
         ("Handler", 1),

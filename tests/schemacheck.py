@@ -28,7 +28,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 def status_schema() -> Mapping[str, Any]:
     # Through YAML, as the committed file is read: the schema the API server is given.
-    doc = yaml.safe_load(crd.render())
+    doc = yaml.load(crd.render(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     schema: Mapping[str, Any] = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
         "status"
     ]

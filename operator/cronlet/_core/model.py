@@ -174,7 +174,9 @@ class TaskSpec(_Model):
         description=(
             "Optional PodTemplateSpec merged into each executor pod: labels, annotations, serviceAccountName, "
             "resources, env/envFrom (secrets go here), volumes, nodeSelector, tolerations, affinity. A container "
-            "named 'executor' is merged into the executor container."
+            "named 'executor' is merged into the executor container; its image, if set, wins over spec.image. "
+            "Checked by the API server against Kubernetes' PodTemplateSpec schema (metadata: labels and "
+            "annotations only; containers may be left out)."
         ),
     )
     max_retries: int = Field(

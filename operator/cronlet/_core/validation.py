@@ -247,7 +247,17 @@ def _wire(value: object) -> object:
 
 def _unknown_fields(value: object, node: Mapping[str, object], path: str) -> Iterator[str]:
     """Fields the CRD schema does not know. kubectl's default (strict field validation) rejects them."""
+    items = node.get("items")
+    if isinstance(value, list) and isinstance(items, Mapping):
+        for i, item in enumerate(value):
+            yield from _unknown_fields(item, items, f"{path}[{i}]")
+        return
     if not isinstance(value, Mapping) or node.get("x-kubernetes-preserve-unknown-fields"):
+        return
+    values = node.get("additionalProperties")
+    if isinstance(values, Mapping):  # a map (labels, nodeSelector, resources.limits): any key, typed values
+        for key, sub in value.items():
+            yield from _unknown_fields(sub, values, f"{path}.{key}")
         return
     props = node.get("properties") or {}
     assert isinstance(props, Mapping)

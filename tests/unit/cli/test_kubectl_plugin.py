@@ -292,6 +292,13 @@ def test_validate_ok_prints_the_first_due_time(capsys: pytest.CaptureFixture[str
             'unknown field "spec.backoff.initial"',
         ),
         (
+            "typo in podTemplate",
+            '{schedule: "@daily", handler: echo, podTemplate: {spec: {containers: [{name: executor, '
+            "imagePullPolice: Always}]}}}",
+            "InvalidSpec",
+            'unknown field "spec.podTemplate.spec.containers[0].imagePullPolice"',
+        ),
+        (
             "unknown time zone",
             '{schedule: "@daily", timeZone: Europe/Nowhere, handler: echo}',
             "UnknownTimeZone",
@@ -319,6 +326,12 @@ def test_validate_reasons(
         ("unregistered name with its own image", '{schedule: "@daily", handler: custom, image: "acme/h:1"}'),
         ("path handler", '{schedule: "@daily", handler: "acme.jobs:Nightly"}'),
         ("null fields count as unset", '{schedule: "@daily", interval: null, suspend: null, handler: echo}'),
+        (
+            "a full podTemplate",
+            '{schedule: "@daily", handler: echo, podTemplate: {metadata: {labels: {team: a}}, spec: {'
+            "nodeSelector: {disk: ssd}, containers: [{name: executor, resources: {limits: {memory: 1Gi, cpu: 1}}, "
+            "env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]}}}",
+        ),
         ("integer where a number is expected", "{interval: 30s, handler: echo, backoff: {multiplier: 3}}"),
         (
             "Go durations",

@@ -278,7 +278,11 @@ class Reconciler:
         reason: model.ConditionReason,
         message: str,
     ) -> None:
-        """Set only the Ready condition to False (the run was not started, so nothing else changes)."""
+        """Set only the Ready condition to False (the run was not started, so nothing else changes).
+
+        A status that cannot be read stops the task until someone fixes it: Stalled=True too (kstatus: Failed).
+        A refused Job is retried, so it is not stalled. observedGeneration says this generation was looked at.
+        """
         ready = next((c for c in view.status.conditions if c.type == "Ready"), None)
         new = status.condition(
             view.status.conditions,
@@ -295,12 +299,23 @@ class Reconciler:
             new.message,
         ):
             return
-        conditions = [new, *(c for c in view.status.conditions if c.type != "Ready")]
+        conditions = [new, *(c for c in view.status.conditions if c.type not in ("Ready", "Stalled"))]
+        if reason == "StatusUnreadable":
+            stalled = status.condition(
+                view.status.conditions,
+                kind="Stalled",
+                status="True",
+                reason=reason,
+                message=new.message,
+                generation=view.generation,
+                now=self.clock(),
+            )
+            conditions.append(stalled)
         try:
             updated = await self.kube.patch_status(
                 key[0],
                 key[1],
-                {"conditions": [model.dump(c) for c in conditions]},
+                {"conditions": [model.dump(c) for c in conditions], "observedGeneration": view.generation},
                 resource_version=body["metadata"]["resourceVersion"],
             )
         except kube.ApiFailure as exc:

@@ -243,7 +243,9 @@ CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 CONDITION_REASON_MAX = 1024
 CONDITION_MESSAGE_MAX = 32768
 
-ConditionType = Literal["Ready", "LastRunSucceeded"]
+# Stalled is kstatus' (and Flux's) "abnormal-true" condition: present, True, only while the task cannot run
+# until someone changes it (an invalid spec, an unreadable status); kstatus then reports Failed, not Current.
+ConditionType = Literal["Ready", "LastRunSucceeded", "Stalled"]
 # Every reason the operator can put in a condition: mypy refuses any other string where a reason goes
 # (InvalidSpec, ScheduleError, the status builder), and a unit test checks each against the pattern above.
 ConditionReason = Literal[
@@ -283,7 +285,8 @@ class Condition(_Model):
         ...,
         pattern=CONDITION_TYPE_PATTERN,
         max_length=316,
-        description="Ready (the task is scheduled and the operator can act on it) or LastRunSucceeded.",
+        description="Ready (the task is scheduled and the operator can act on it), LastRunSucceeded, or Stalled "
+        "(True while the task cannot run until its spec or status is fixed).",
     )
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     observed_generation: int | None = Field(
@@ -359,7 +362,8 @@ class TaskStatus(_Model):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready and LastRunSucceeded, as metav1.Condition (one of each type at most).",
+        description="Ready, LastRunSucceeded and, while the task cannot run, Stalled; as metav1.Condition (one of "
+        "each type at most).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     observed_generation: int | None = Field(

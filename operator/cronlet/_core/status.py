@@ -74,6 +74,8 @@ def build(
         message = f"next run at {nxt}" if nxt else "scheduled"
         ready = _condition(task, "Ready", "True", "Scheduled", message, now=outcome.now)
     conditions = [ready]
+    if invalid is not None:
+        conditions.append(_condition(task, "Stalled", "True", *invalid, now=outcome.now))
     previous_run = next((c for c in old.conditions if c.type == "LastRunSucceeded"), None)
     if outcome.run_result is not None:
         ok, reason, message = outcome.run_result

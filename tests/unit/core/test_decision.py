@@ -572,6 +572,15 @@ def test_fixing_an_invalid_spec_recovers() -> None:
     assert r2.status.phase == "Scheduled"
     assert r2.status.conditions[0].status == "True" and r2.status.observed_generation == 2
     assert r2.wake_at == at(20)
+    assert "Stalled" not in [c.type for c in r2.status.conditions]
+
+
+def test_an_invalid_spec_is_stalled_for_kstatus() -> None:
+    # kstatus (Flux, kpt, cli-utils) reports Failed for Stalled=True; Ready=False alone would read as Current.
+    r = step(task({"schedule": "61 * * * *"}, generation=4), [], now=12)
+    stalled = next(c for c in r.status.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason, stalled.observed_generation) == ("True", "InvalidSchedule", 4)
+    assert r.status.observed_generation == 4
 
 
 def test_handler_paths_are_not_checked_against_registered_names() -> None:

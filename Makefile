@@ -20,7 +20,7 @@ help:
 	@echo "make unit          tests that need neither a cluster nor built binaries"
 	@echo "make image         build the image from the Dockerfile with buildah (local base, no registry) for the real node"
 	@echo "make image-check   lint the Dockerfile, replay its install steps in a fresh venv, and build it (make image)"
-	@echo "make tools         build the control plane, the real node's parts, helm and promtool (only what is missing)"
+	@echo "make tools         build the control plane, the real node's parts, helm, promtool and the Kafka broker's jars (only what is missing)"
 	@echo "make cluster-up    start a local control plane with the fake kubelet in the foreground; cluster-down stops it"
 	@echo "make node-up       the same with a real node (containerd + kubelet) running the image of make image"
 	@echo "make crd           regenerate the CRD (and the chart's copy) from the models"
@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml handlers/pyproject.toml
 	touch $@
 
 tools: packages
-	bash tools/build.sh k8s etcd helm prometheus node
+	bash tools/build.sh k8s etcd helm prometheus node kafka
 
 packages:
 	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

@@ -103,3 +103,48 @@ def throwaway_namespace(kube: Any, name: str, labels: dict[str, str]) -> Iterato
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+def task_event(
+    *, namespace: str = "ns", name: str = "report", number: int = 1, kind: str = "started", data: Any = None
+) -> Any:
+    """A task event as the publisher will hand it to a sink (run ``r<number>``, attempt 1)."""
+    from cronlet._core import events
+
+    run_id = f"r{number}"
+    return events.CloudEvent(
+        id=events.event_id(task_uid=f"uid-{name}", run_id=run_id, attempt=1, kind=kind),  # type: ignore[arg-type]
+        source=f"/apis/cronlet.dev/v1alpha1/namespaces/{namespace}/scheduledtasks/{name}",
+        type=events.event_type(kind),  # type: ignore[arg-type]
+        time=f"2026-12-01T10:00:{number % 60:02d}Z",
+        subject=f"{name}-{run_id}-1",
+        sequence=events.sequence(number),
+        partitionkey=f"{namespace}/{name}",
+        data=data if data is not None else {"task": {"namespace": namespace, "name": name}, "runId": run_id},
+    )
+
+
+def sdk_view(parsed: Any) -> dict[str, Any]:
+    """What the cloudevents SDK parsed, with ``time`` back as RFC 3339, to compare with ``attributes()``."""
+    attributes = dict(parsed.get_attributes())
+    attributes["time"] = attributes["time"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"attributes": attributes, "data": parsed.get_data()}
+
+
+async def kafka_records(servers: str, topic: str, count: int, *, timeout: float = 30.0) -> list[Any]:
+    """The first ``count`` records of ``topic`` (all partitions, from the start), or fewer after ``timeout``."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=servers, group_id=f"{topic}-reader", auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                got.extend(records)
+    finally:
+        await consumer.stop()
+    return got

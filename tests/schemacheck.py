@@ -2,7 +2,7 @@
 
 For: asserting that what the operator writes (a status, a condition) is what the API server would accept:
 types, required fields, enums, patterns, lengths, ``format: date-time``, list-map keys. Must not: replace the
-integration tests that send the same objects to the real API server (tests/integration/test_api_conventions.py).
+integration tests that send the same objects to the real API server (tests/integration/test_crd_conditions.py).
 """
 
 from __future__ import annotations

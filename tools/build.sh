@@ -4,9 +4,11 @@
 #   tools/build.sh            # the default groups: k8s etcd helm prometheus
 #   tools/build.sh node       # the real node's own parts: containerd cni crictl pause
 #   tools/build.sh k8s etcd   # just those groups
+#   tools/build.sh kafka      # the Kafka broker's jars, for the task-event tests (Java and mvn, no Go)
 #
 # Every group but pause is a Go wrapper module under tools/<group>/ (go.mod lists the packages as tools).
 # pause is tools/pause/pause.c, linked statically, packed as a docker-archive image by tools/pause/pack.py.
+# kafka is no build at all: tools/kafka/pom.xml names the broker, and Maven copies its runtime jars.
 #
 # Binaries land in $CRONLET_BIN (default ~/.cache/cronlet/bin), outside the checkout, so every clone on
 # this machine (CI included) reuses them. Each binary has a stamp holding the hash of its wrapper module's
@@ -125,11 +127,35 @@ build_pause() {
   echo "[build] pause: done in $((SECONDS - start)) s ($BIN/pause.tar)"
 }
 
+# The Kafka broker (tools/localkube/kafka.py runs it): the runtime jars of tools/kafka/pom.xml, copied by
+# Maven into $BIN/kafka/libs. The stamp hashes the pom and the Java version; a new copy is made aside and
+# moved into place whole, so an interrupted fetch never leaves half a classpath behind a valid stamp.
+build_kafka() {
+  local pom="$here/kafka/pom.xml" key start=$SECONDS out
+  command -v mvn >/dev/null || { echo "[build] kafka: mvn is missing (apt-get install maven)" >&2; exit 1; }
+  command -v java >/dev/null || { echo "[build] kafka: java is missing (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+  key=$(cat "$pom" <(java -version 2>&1 | head -1) | sha256sum | cut -c1-16)
+  if up_to_date kafka "$key" && compgen -G "$BIN/kafka/libs/kafka_2.13-*.jar" >/dev/null; then
+    echo "[build] kafka: up to date in $BIN/kafka"; return
+  fi
+  echo "[build] kafka: copying the broker's jars (Maven prints nothing while it downloads)"
+  out=$(mktemp -d "$BIN/.kafka.XXXXXX")
+  # -q still prints colour resets on some Maven 3.8 builds; pipefail keeps mvn's exit status.
+  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$out/libs" 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
+  rm -rf "$BIN/kafka"
+  mv "$out" "$BIN/kafka"
+  chmod 755 "$BIN/kafka"
+  echo "$key" > "$(stamp_of kafka)"
+  echo "[build] kafka: done in $((SECONDS - start)) s ($(find "$BIN/kafka/libs" -name '*.jar' | wc -l) jars in $BIN/kafka/libs)"
+}
+
 groups=("$@"); [ ${#groups[@]} -gt 0 ] || groups=(k8s etcd helm prometheus)
 for g in "${groups[@]}"; do
   case $g in
     node) for n in containerd cni crictl; do build_group "$n"; done; build_pause ;;
     pause) build_pause ;;
+    kafka) build_kafka ;;
     *) build_group "$g" ;;
   esac
 done

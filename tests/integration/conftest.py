@@ -1,7 +1,11 @@
-"""Fixtures for operator tests: the CRD installed once, one operator subprocess shared by the session."""
+"""Fixtures for operator tests: the CRD installed once, one operator subprocess shared by the session; and
+the task-event tests' Kafka broker (``kafka_broker``, one per session; ``kafka_topic``, a fresh topic name
+per test, with the broker running at its start).
+"""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +14,10 @@ import pytest
 from helpers import wait_for
 from kit import ROOT, OperatorProcess, Tasks
 from kubernetes import client
+
+from localkube import kafka as localkube_kafka
+
+KAFKA_FIXTURES = frozenset({"kafka_broker", "kafka_topic"})
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +79,46 @@ def operator(operator_process: OperatorProcess, request: pytest.FixtureRequest) 
     if failed is not None and failed.failed:
         print(f"--- operator log (tail) ---\n{operator_process.log_tail(120)}")
     operator_process.start()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[localkube_kafka.KafkaBroker]:
+    """A real single-node Kafka broker on 127.0.0.1 (``bootstrap_servers``), started once per session.
+
+    A test may ``stop()`` it and ``start()`` it again (same port, same data); ``kafka_topic`` starts it
+    again for the next test if one left it stopped. Call both from the test's own thread, never through
+    ``asyncio.to_thread``: the kernel kills the JVM when the thread that started it ends.
+    """
+    broker = localkube_kafka.KafkaBroker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def kafka_topic(kafka_broker: localkube_kafka.KafkaBroker, request: pytest.FixtureRequest) -> str:
+    """A topic name of this test's own (created on first use, 3 partitions); the broker is running."""
+    kafka_broker.start()  # no-op when it runs
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")[:60]
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The broker starts a JVM and needs tools/build.sh kafka: never under -m "not binaries" (make unit).
+    unmarked = [
+        item.nodeid
+        for item in items
+        if KAFKA_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("binaries") is None
+        and item.get_closest_marker("cluster") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use the Kafka broker but are not marked @pytest.mark.binaries (or cluster):\n  "
+            + "\n  ".join(unmarked)
+        )
 
 
 @pytest.hookimpl(wrapper=True)

@@ -285,6 +285,7 @@ class JobRecorder:
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
         self.uids: dict[str, set[str]] = defaultdict(set)
         self.created: dict[str, datetime] = {}
+        self.scheduled: dict[str, tuple[str, datetime]] = {}  # Job name -> (task, the run's due time)
         self._api = api
         self._namespace = namespace
         self._stop = threading.Event()
@@ -321,6 +322,11 @@ class JobRecorder:
     def _saw(self, job: Any) -> None:
         self.uids[job.metadata.name].add(job.metadata.uid)
         self.created.setdefault(job.metadata.name, job.metadata.creation_timestamp)
+        annotations = job.metadata.annotations or {}
+        task = (job.metadata.labels or {}).get("cronlet.dev/task")
+        due = annotations.get("cronlet.dev/scheduled-time")
+        if task and due:
+            self.scheduled.setdefault(job.metadata.name, (task, datetime.fromisoformat(due)))
 
     def __enter__(self) -> JobRecorder:
         self._thread.start()

@@ -1,5 +1,5 @@
 """Durations are Go durations, checked by the API server (pattern and CEL), and a task stored with v1alpha1's
-older `d` unit keeps working after the CRD is upgraded (docs/api.md, change 15)."""
+older `d` unit keeps working after the CRD is upgraded (docs/api.md, change 16)."""
 
 from __future__ import annotations
 

@@ -75,6 +75,7 @@ CHECKED = {
     "05-concurrency",
     "06-time-zone",
     "07-run-now",
+    "08-task-events",  # needs the Kafka broker, not the cluster: tests/integration/test_example_task_events.py
 }
 
 

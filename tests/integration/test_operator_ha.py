@@ -9,11 +9,15 @@ after a SIGKILL stays within the lease duration plus a few seconds, after a SIGT
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
 import signal
 import time
+from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -24,6 +28,7 @@ from kubernetes import client
 pytestmark = pytest.mark.cluster
 
 LEASE = 6.0
+QUICK_LEASE = 4.0
 
 
 def _leading(op: OperatorProcess) -> bool:
@@ -33,20 +38,24 @@ def _leading(op: OperatorProcess) -> bool:
         return False
 
 
-@pytest.fixture
-def replicas(
-    operator_process: OperatorProcess, kubeconfig: str, tmp_path: Path
+def _pair(
+    operator_process: OperatorProcess,
+    kubeconfig: str,
+    tmp_path: Path,
+    *,
+    lease: float,
+    renew: float,
+    retry: float,
 ) -> Iterator[list[OperatorProcess]]:
-    lease = f"ha-{secrets.token_hex(3)}"
     args = [
         "--leader-elect-resource-name",
-        lease,
+        f"ha-{secrets.token_hex(3)}",
         "--leader-elect-lease-duration",
-        f"{LEASE:g}s",
+        f"{lease:g}s",
         "--leader-elect-renew-deadline",
-        "4s",
+        f"{renew:g}s",
         "--leader-elect-retry-period",
-        "1s",
+        f"{retry:g}s",
     ]
     with stopped(operator_process):
         pair = []
@@ -60,6 +69,21 @@ def replicas(
         yield pair
         for op in pair:
             op.stop()
+
+
+@pytest.fixture
+def replicas(
+    operator_process: OperatorProcess, kubeconfig: str, tmp_path: Path
+) -> Iterator[list[OperatorProcess]]:
+    yield from _pair(operator_process, kubeconfig, tmp_path, lease=LEASE, renew=4, retry=1)
+
+
+@pytest.fixture
+def quick_replicas(
+    operator_process: OperatorProcess, kubeconfig: str, tmp_path: Path
+) -> Iterator[list[OperatorProcess]]:
+    """A shorter lease, so that many kills fit in a test; a takeover still takes a few seconds."""
+    yield from _pair(operator_process, kubeconfig, tmp_path, lease=QUICK_LEASE, renew=3, retry=0.5)
 
 
 def test_a_standby_takes_over_after_a_kill_and_at_once_after_a_clean_stop(
@@ -139,3 +163,102 @@ def test_a_standby_takes_over_after_a_kill_and_at_once_after_a_clean_stop(
     assert recorder.duplicates() == {}
     assert kill_gap <= LEASE + 3 + 4, f"SIGKILL failover took {kill_gap:.1f} s"  # +4: a loaded CI machine
     assert term_gap <= 3 + 3, f"SIGTERM handover took {term_gap:.1f} s"
+
+
+PERIOD = 10  # seconds between due times: longer than any takeover, so no due time is ever recorded missed
+
+
+def _leader(replicas: list[OperatorProcess], *, timeout: float) -> OperatorProcess:
+    return wait_for(
+        lambda: next((op for op in replicas if op.running and _leading(op)), None),
+        timeout=timeout,
+        interval=0.1,
+        message="no replica became the leader",
+    )
+
+
+def test_killing_the_leader_at_random_points_and_freezing_it_for_a_minute_loses_and_doubles_no_run(
+    quick_replicas: list[OperatorProcess], tasks: Tasks, kube: client.ApiClient
+) -> None:
+    """SIGKILL of whichever replica leads, at random instants of the schedule's cycle (during claims, creates,
+    prunes), over at least 200 runs; then the leader frozen for 60 s. Every due time of every task has
+    exactly one Job: none created twice (by name or by due time), none lost, none recorded missed."""
+    seed = int(os.environ.get("CRONLET_CHAOS_SEED", secrets.randbelow(2**31)))
+    rng = random.Random(seed)
+    print(f"chaos seed {seed} (CRONLET_CHAOS_SEED={seed} repeats it)")
+    names = [f"chaos-{i:02d}" for i in range(40)]
+    with JobRecorder(kube, tasks.ns) as recorder:
+        for name in names:
+            tasks.create(
+                name,
+                {
+                    "schedule": f"*/{PERIOD} * * * * *",
+                    "handler": "echo",
+                    "concurrencyPolicy": "Allow",
+                    "successfulJobsHistoryLimit": 0,  # pruned at once: the derived name is no lock
+                    "failedJobsHistoryLimit": 0,
+                },
+            )
+        _leader(quick_replicas, timeout=30)
+        wait_for(lambda: len(recorder.scheduled) >= len(names), timeout=30, message="no runs")
+        started = len(recorder.scheduled)
+        kills = 0
+        while len(recorder.scheduled) < started + 200:
+            leader = _leader(quick_replicas, timeout=QUICK_LEASE + 20)
+            time.sleep(rng.uniform(0, PERIOD))  # any point of the cycle
+            assert leader.proc is not None
+            os.killpg(leader.proc.pid, signal.SIGKILL)
+            leader.proc.wait()
+            leader.proc = None
+            kills += 1
+            leader.start()  # comes back as a standby
+        killed_runs = len(recorder.scheduled) - started
+
+        frozen = _leader(quick_replicas, timeout=QUICK_LEASE + 20)
+        assert frozen.proc is not None
+        before_freeze = len(recorder.scheduled)
+        # Frozen while it creates the Jobs of a due time (40 at once): some claims are written, their creates
+        # not sent. Thawed after the standby has claimed those attempts anew, created and pruned their Jobs,
+        # the old leader must not send its creates late.
+        next_due = (time.time() // PERIOD + 1) * PERIOD
+        time.sleep(next_due - time.time() + rng.uniform(0.05, 0.4))
+        os.killpg(frozen.proc.pid, signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: any(op is not frozen and _leading(op) for op in quick_replicas),
+                timeout=QUICK_LEASE + 20,
+                message="no takeover while the leader is frozen",
+            )
+            time.sleep(60)
+        finally:
+            os.killpg(frozen.proc.pid, signal.SIGCONT)
+        wait_for(lambda: not _leading(frozen), timeout=10, message="the thawed leader still claims to lead")
+        frozen_runs = len(recorder.scheduled) - before_freeze
+        time.sleep(PERIOD + 2)  # one more cycle under a stable leader: the last due times are in
+        end = datetime.now(UTC)
+        statuses = {name: tasks.status(name) for name in names}
+
+    per_task: dict[str, list[datetime]] = defaultdict(list)
+    for task, due in recorder.scheduled.values():
+        per_task[task].append(due)
+    doubled = {task: dues for task, dues in per_task.items() if len(dues) != len(set(dues))}
+    gaps = {
+        task: [(a, b) for a, b in pairwise(sorted(dues)) if (b - a).total_seconds() != PERIOD]
+        for task, dues in per_task.items()
+    }
+    lost = {task: pairs for task, pairs in gaps.items() if pairs}
+    stale = {
+        task: max(dues) for task, dues in per_task.items() if (end - max(dues)).total_seconds() > PERIOD + 8
+    }
+    missed = {name: s.get("counters", {}).get("missed", 0) for name, s in statuses.items()}
+    print(
+        f"{kills} SIGKILLs over {killed_runs} runs, then {frozen_runs} runs while the leader was frozen 60 s; "
+        f"{len(recorder.scheduled)} Jobs in all"
+    )
+    assert kills >= 3
+    assert set(per_task) == set(names)
+    assert recorder.duplicates() == {}
+    assert doubled == {}
+    assert lost == {}, f"due times with no Job: {lost}"
+    assert stale == {}, f"tasks whose runs stopped before the end: {stale}"
+    assert set(missed.values()) == {0}, missed

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
-from kit import OperatorProcess, Tasks
+from kit import OperatorProcess, Tasks, stopped
+from kubernetes import client
+from kubernetes.client import ApiClient
 from kubernetes.client.rest import ApiException
 
 pytestmark = pytest.mark.cluster
@@ -102,6 +105,7 @@ def test_a_job_the_api_server_refuses_sets_ready_false_and_recovers(tasks: Tasks
     )
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "JobCreateFailed" and "nodeSelector" in ready["message"]
+    assert st.get("phase") == "Blocked"  # never a blank PHASE column, and not Running: no Job runs
     assert tasks.jobs("bad-template") == []
     tasks.wait_event("bad-template", "Warning", "JobCreateFailed")
     tasks.patch_spec("bad-template", {"podTemplate": {"spec": {"nodeSelector": {"bad key!": None}}}})
@@ -109,3 +113,79 @@ def test_a_job_the_api_server_refuses_sets_ready_false_and_recovers(tasks: Tasks
         "bad-template", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60
     )
     assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+
+def test_a_pod_template_that_cannot_merge_is_invalid_before_any_job_and_recovers(
+    tasks: Tasks, operator: OperatorProcess
+) -> None:
+    # Before: the API server refused the Job ("cannot set `allowPrivilegeEscalation` to false and `privileged`
+    # to true"), and the task went on retrying, Ready=False JobCreateFailed.
+    tasks.create(
+        "privileged",
+        {
+            "schedule": "*/2 * * * * *",
+            "handler": "echo",
+            "podTemplate": {
+                "spec": {"containers": [{"name": "executor", "securityContext": {"privileged": True}}]}
+            },
+        },
+    )
+    st = tasks.wait_status("privileged", lambda s: s.get("phase") == "Invalid", timeout=20)
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidPodTemplate")
+    assert "spec.podTemplate.spec.containers[0].securityContext.privileged" in ready["message"]
+    version = tasks.get("privileged")["metadata"]["resourceVersion"]
+    time.sleep(3)  # due times pass: no Job, no rewrite
+    assert tasks.get("privileged")["metadata"]["resourceVersion"] == version
+    assert tasks.jobs("privileged") == []
+    warnings = tasks.wait_event("privileged", "Warning", "InvalidPodTemplate")
+    assert len(warnings) == 1 and (warnings[0].count or 1) == 1
+    assert not [e for e in tasks.events("privileged") if e.reason == "JobCreateFailed"]
+    tasks.patch_spec("privileged", {"podTemplate": None})
+    st = tasks.wait_status("privileged", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60)
+    assert next(c for c in st["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+
+def test_the_admin_s_tenancy_flags_are_enforced_and_a_namespace_label_allows_pod_template(
+    operator_process: OperatorProcess, kubeconfig: str, tasks: Tasks, tmp_path: Path, kube: ApiClient
+) -> None:
+    core = client.CoreV1Api(kube)
+    with stopped(operator_process):  # the shared operator has no such flags and would run these tasks
+        strict = OperatorProcess(
+            kubeconfig,
+            tmp_path,
+            [
+                "--namespace",
+                tasks.ns,
+                "--allowed-service-accounts",
+                "reporter",
+                "--pod-template-namespace-selector",
+                "cronlet.dev/allow-pod-template=true",
+            ],
+        )
+        strict.start()
+        try:
+            spec = {"schedule": "*/2 * * * * *", "handler": "echo"}
+            tasks.create("plain", spec)
+            tasks.create("templated", {**spec, "podTemplate": {"metadata": {"labels": {"team": "a"}}}})
+            st = tasks.wait_status("templated", lambda s: s.get("phase") == "Invalid", timeout=20)
+            ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+            assert ready["reason"] == "PodTemplateNotAllowed" and tasks.ns in ready["message"]
+            tasks.wait_event("templated", "Warning", "PodTemplateNotAllowed")
+            tasks.wait_status("plain", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60)
+            # The admin labels the namespace: the waiting task is looked at again at once, and runs.
+            core.patch_namespace(
+                tasks.ns, {"metadata": {"labels": {"cronlet.dev/allow-pod-template": "true"}}}
+            )
+            tasks.wait_status(
+                "templated", lambda s: s.get("counters", {}).get("succeeded", 0) >= 1, timeout=60
+            )
+            core.create_namespaced_service_account(tasks.ns, {"metadata": {"name": "deployer"}})
+            tasks.create("as-deployer", {**spec, "podTemplate": {"spec": {"serviceAccountName": "deployer"}}})
+            st = tasks.wait_status("as-deployer", lambda s: s.get("phase") == "Invalid", timeout=20)
+            ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+            assert ready["reason"] == "ServiceAccountNotAllowed" and "reporter" in ready["message"]
+            assert tasks.jobs("as-deployer") == []
+        finally:
+            code = strict.stop()
+        assert code == 0, strict.log_tail()

@@ -652,3 +652,50 @@ def test_local_values_place_one_host_network_replica_on_the_real_node() -> None:
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("127.0.0.1", "6443")
     assert env["CRONLET_LEADER_ELECT"] == "true"
+
+
+NAMESPACES_RULE = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
+
+
+@pytest.mark.binaries
+def test_tenancy_values_reach_the_operator_and_only_a_namespace_selector_reads_namespaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cronlet._cli import operator as cli
+
+    default = render()
+    env = one(default, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not [v for v in env if v["name"].startswith(("CRONLET_ALLOWED", "CRONLET_POD_TEMPLATE"))]
+    assert all(NAMESPACES_RULE not in r["rules"] for r in of_kind(default, "ClusterRole"))
+    docs = render(
+        "--set",
+        "tenancy.allowedServiceAccounts={reporter,team-a/etl}",
+        "--set-string",
+        "tenancy.podTemplateNamespaceSelector.cronlet\\.dev/allow-pod-template=true",
+    )
+    env = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    ours = {v["name"]: v["value"] for v in env if "value" in v}
+    assert ours["CRONLET_ALLOWED_SERVICE_ACCOUNTS"] == "reporter,team-a/etl"
+    assert ours["CRONLET_POD_TEMPLATE_NAMESPACE_SELECTOR"] == "cronlet.dev/allow-pod-template=true"
+    for name, value in ours.items():
+        monkeypatch.setenv(name, value)
+    args = cli.parser().parse_args(["operator"])
+    assert args.allowed_service_accounts == frozenset({"reporter", "team-a/etl"})
+    assert args.pod_template_namespace_selector == {"cronlet.dev/allow-pod-template": "true"}
+    operator_role = next(r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == RELEASE)
+    assert operator_role["rules"] == [*EXPECTED_RBAC_RULES, NAMESPACES_RULE]
+
+
+@pytest.mark.binaries
+def test_a_namespaced_operator_with_a_namespace_selector_gets_a_cluster_role_for_namespaces_only() -> None:
+    docs = render(
+        "--set",
+        "namespaces={team-a}",
+        "--set-string",
+        "tenancy.podTemplateNamespaceSelector.tier=trusted",
+    )
+    operator_role = next(r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == RELEASE)
+    assert operator_role["rules"] == [NAMESPACES_RULE]
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == RELEASE
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]

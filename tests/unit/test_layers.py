@@ -28,7 +28,17 @@ LAYERS = {"handler side": 0, "core": 1, "controller": 2, "cli": 3}
 THIRD_PARTY = {
     "handler side": {"pydantic", "pydantic_core", "tenacity"},
     "core": {"pydantic", "croniter", "yaml"},
-    "controller": {"pydantic", "kopf", "kubernetes", "urllib3", "tenacity", "prometheus_client"},
+    # aiohttp (a kopf dependency) and aiokafka (the cronlet[kafka] extra) for the event sinks only.
+    "controller": {
+        "pydantic",
+        "kopf",
+        "kubernetes",
+        "urllib3",
+        "tenacity",
+        "prometheus_client",
+        "aiohttp",
+        "aiokafka",
+    },
     "cli": {"pydantic", "kubernetes", "urllib3", "yaml"},
 }
 # Standard-library modules that do I/O, or run things concurrently: none of them in the core.

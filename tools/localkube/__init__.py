@@ -15,6 +15,7 @@ Modules:
 * ``podspec``: pure functions that read pod specs and build pod status (no I/O).
 * ``kubelet``: ``FakeKubelet``, the fake node.
 * ``node``: ``RealNode``, a real kubelet and containerd in their own mount namespace, cgroups and bridge.
+* ``kafka``: ``KafkaBroker``, a single-node KRaft Kafka broker for the task-event tests (stop, start again).
 * ``__main__``: ``python -m localkube up|down|env``.
 
 This package is test and development tooling: the operator must never import it, and it must never

@@ -88,6 +88,23 @@ Least privilege: named verbs and resources only, never "*".
   verbs: ["get", "list", "create", "patch"]
 {{- end }}
 
+{{/* tenancy.podTemplateNamespaceSelector as the operator reads it: key=value pairs, comma-separated. */}}
+{{- define "cronlet.namespaceSelector" -}}
+{{- $pairs := list }}
+{{- range $key, $value := .Values.tenancy.podTemplateNamespaceSelector }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/* The namespaces rule, for tenancy.podTemplateNamespaceSelector: which namespaces allow a podTemplate. */}}
+{{- define "cronlet.namespacesRule" -}}
+# Namespace labels (tenancy.podTemplateNamespaceSelector): which namespaces allow a podTemplate.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
+
 {{/* Whether the Prometheus Operator CRDs are there, or rendering is forced. Arguments: (dict "root" $ "kind" "ServiceMonitor" "values" .Values.serviceMonitor) */}}
 {{- define "cronlet.monitoringEnabled" -}}
 {{- if and .values.enabled (or .values.forceEnable (.root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind))) -}}

@@ -52,6 +52,30 @@ def _duration(text: str | float) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _service_accounts(text: str) -> frozenset[str] | None:
+    """``--allowed-service-accounts``: ``*`` (any, the default), or a comma list of ``name`` / ``ns/name``."""
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    if "*" in entries:
+        return None
+    for entry in entries:
+        if entry.count("/") > 1 or not all(part for part in entry.split("/")) or " " in entry:
+            raise argparse.ArgumentTypeError(f"{entry!r} is not a service account name or namespace/name")
+    return frozenset(entries)
+
+
+def _namespace_selector(text: str) -> dict[str, str] | None:
+    """``--pod-template-namespace-selector``: ``key=value[,key=value]`` (all must match); empty: off."""
+    selector: dict[str, str] = {}
+    for pair in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or "=" in value or "!" in key:
+            raise argparse.ArgumentTypeError(
+                f"{pair!r}: want key=value pairs separated by commas (labels the namespace must carry)"
+            )
+        selector[key.strip()] = value.strip()
+    return selector or None
+
+
 def _own_namespace() -> str:
     """The pod's namespace (its service account's), else ``default``."""
     try:
@@ -93,6 +117,26 @@ def parser() -> argparse.ArgumentParser:
     )
     op.add_argument(
         "--workers", type=int, default=int(_env("WORKERS", "8")), help="tasks reconciled at once (default 8)"
+    )
+    tenancy = op.add_argument_group(
+        "tenancy",
+        "what a task's podTemplate may do (creating a ScheduledTask is creating pods): docs/operations.md",
+    )
+    tenancy.add_argument(
+        "--allowed-service-accounts",
+        type=_service_accounts,
+        default=_env("ALLOWED_SERVICE_ACCOUNTS", "*"),
+        metavar="LIST",
+        help="service accounts a podTemplate may name: a comma list of NAME (any namespace) or NAMESPACE/NAME; "
+        "'' allows none, '*' any (default *). Env CRONLET_ALLOWED_SERVICE_ACCOUNTS",
+    )
+    tenancy.add_argument(
+        "--pod-template-namespace-selector",
+        type=_namespace_selector,
+        default=_env("POD_TEMPLATE_NAMESPACE_SELECTOR", ""),
+        metavar="KEY=VALUE,...",
+        help="allow podTemplate only in namespaces with all these labels, e.g. cronlet.dev/allow-pod-template=true "
+        "(default: in every namespace). Watches namespaces. Env CRONLET_POD_TEMPLATE_NAMESPACE_SELECTOR",
     )
     election = op.add_argument_group(
         "leader election",
@@ -141,6 +185,73 @@ def parser() -> argparse.ArgumentParser:
         default=_env("LEADER_ELECT_IDENTITY", ""),
         help="this replica's name in the Lease (default: the host name, which is the pod's name)",
     )
+    ev = op.add_argument_group(
+        "task events",
+        "CloudEvents for every run transition, at least once, in order per task, to Kafka and/or HTTP (no sink: "
+        "no events are recorded). Credentials only from the environment: CRONLET_EVENTS_KAFKA_SASL_USERNAME, "
+        "CRONLET_EVENTS_KAFKA_SASL_PASSWORD, CRONLET_EVENTS_HTTP_HEADERS ('Name: value' lines)",
+    )
+    ev.add_argument(
+        "--events-kafka-bootstrap-servers",
+        default=_env("EVENTS_KAFKA_BOOTSTRAP_SERVERS", ""),
+        metavar="HOST:PORT,...",
+        help="publish to Kafka through these brokers (needs the cronlet[kafka] extra, which the image has)",
+    )
+    ev.add_argument(
+        "--events-kafka-topic",
+        default=_env("EVENTS_KAFKA_TOPIC", "task-events"),
+        help="(default task-events)",
+    )
+    ev.add_argument(
+        "--events-kafka-content-mode",
+        choices=["binary", "structured"],
+        default=_env("EVENTS_KAFKA_CONTENT_MODE", "binary"),
+        help="binary: data as the value, attributes as ce_* headers (default); structured: one JSON document",
+    )
+    ev.add_argument(
+        "--events-kafka-security-protocol",
+        choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
+        default=_env("EVENTS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+    )
+    ev.add_argument(
+        "--events-kafka-sasl-mechanism",
+        choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+        default=_env("EVENTS_KAFKA_SASL_MECHANISM", "") or None,
+    )
+    for name in ("cafile", "certfile", "keyfile"):
+        ev.add_argument(
+            f"--events-kafka-ssl-{name}",
+            default=_env(f"EVENTS_KAFKA_SSL_{name.upper()}", ""),
+            metavar="PATH",
+            help=f"TLS {name} (a mounted Secret)",
+        )
+    ev.add_argument(
+        "--events-http-url", default=_env("EVENTS_HTTP_URL", ""), help="POST each event to this URL"
+    )
+    ev.add_argument(
+        "--events-http-content-mode",
+        choices=["binary", "structured"],
+        default=_env("EVENTS_HTTP_CONTENT_MODE", "binary"),
+        help="binary: ce-* headers and the data as the body (default); structured: application/cloudevents+json",
+    )
+    ev.add_argument(
+        "--events-http-headers-file",
+        default=_env("EVENTS_HTTP_HEADERS_FILE", ""),
+        metavar="PATH",
+        help="extra headers ('Name: value' lines, e.g. Authorization) from a mounted Secret, re-read on change",
+    )
+    ev.add_argument(
+        "--events-outbox-max-entries",
+        type=int,
+        default=int(_env("EVENTS_OUTBOX_MAX_ENTRIES", "100")),
+        help="unacknowledged events kept per task, the oldest dropped (and counted) beyond (default 100)",
+    )
+    ev.add_argument(
+        "--events-outbox-max-bytes",
+        type=int,
+        default=int(_env("EVENTS_OUTBOX_MAX_BYTES", "32768")),
+        help="the same cap in bytes of the task's status (default 32768)",
+    )
     op.set_defaults(env_namespaces=env_ns)
     sub.add_parser("crd", help="print the ScheduledTask CRD")
     return p
@@ -153,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(crd.render())
         return 0
-    from cronlet._controller import election, runtime
+    from cronlet._controller import election, runtime, sinks
+    from cronlet._core.views import Tenancy
 
     _setup_logging(args.log_format)
     opts = runtime.Options(
@@ -164,6 +276,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_task_metrics=args.per_task_metrics,
         workers=args.workers,
         leader_elect=args.leader_elect,
+        tenancy=Tenancy(
+            allowed_service_accounts=args.allowed_service_accounts,
+            pod_template_selector=args.pod_template_namespace_selector,
+        ),
+        events=runtime.EventOptions(
+            kafka_bootstrap_servers=args.events_kafka_bootstrap_servers,
+            kafka_topic=args.events_kafka_topic,
+            kafka_mode=args.events_kafka_content_mode,
+            kafka_security_protocol=args.events_kafka_security_protocol,
+            kafka_sasl_mechanism=args.events_kafka_sasl_mechanism or "",
+            kafka_sasl_username=_env("EVENTS_KAFKA_SASL_USERNAME", ""),
+            kafka_sasl_password=_env("EVENTS_KAFKA_SASL_PASSWORD", ""),
+            kafka_ssl_cafile=args.events_kafka_ssl_cafile,
+            kafka_ssl_certfile=args.events_kafka_ssl_certfile,
+            kafka_ssl_keyfile=args.events_kafka_ssl_keyfile,
+            http_url=args.events_http_url,
+            http_mode=args.events_http_content_mode,
+            http_headers_file=args.events_http_headers_file,
+            http_headers=_env("EVENTS_HTTP_HEADERS", ""),
+            outbox_max_entries=args.events_outbox_max_entries,
+            outbox_max_bytes=args.events_outbox_max_bytes,
+        ),
         election=election.Settings(
             name=args.leader_elect_resource_name,
             namespace=args.leader_elect_resource_namespace or _own_namespace(),
@@ -180,8 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        event_sinks = opts.events.sinks()
+    except sinks.SinkConfigError as exc:
+        print(f"cronlet: task events: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker down is ours to report, once per send
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(runtime.run(opts))
+        asyncio.run(runtime.run(opts, event_sinks))
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,6 +37,11 @@ class AlreadyExists(Exception):
     def __init__(self, body: dict[str, Any] | None) -> None:
         super().__init__("already exists")
         self.body = body
+
+
+class ClaimExpired(Exception):
+    """A Job create not sent: the claim it follows is older than the create window (the process was paused
+    between its claim and this send, or the API server was slow to answer an earlier try)."""
 
 
 class ApiFailure(Exception):
@@ -85,18 +91,23 @@ class Kube:
             raise ApiFailure(0, f"no answer from the API server: {exc}") from exc
         raise AssertionError("unreachable")
 
-    async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def create_job(self, manifest: dict[str, Any], *, not_after: float | None = None) -> dict[str, Any]:
+        """Create a Job. ``not_after`` (monotonic seconds) ends its claim's create window: it is checked in the
+        sending thread just before each try goes out, so a pause anywhere before the send (a queue of API
+        calls, GC, SIGSTOP, a retry after a slow answer) cannot create the Job late; ``ClaimExpired`` then."""
         ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-        try:
-            return await self._call(
-                "create",
-                "jobs",
-                lambda: self.api.sanitize_for_serialization(
-                    self.batch.create_namespaced_job(
-                        ns, manifest, field_manager=FIELD_MANAGER, _request_timeout=self.timeouts
-                    )
-                ),
+
+        def send() -> dict[str, Any]:
+            if not_after is not None and time.monotonic() > not_after:
+                raise ClaimExpired(name)
+            created = self.batch.create_namespaced_job(
+                ns, manifest, field_manager=FIELD_MANAGER, _request_timeout=self.timeouts
             )
+            result: dict[str, Any] = self.api.sanitize_for_serialization(created)
+            return result
+
+        try:
+            return await self._call("create", "jobs", send)
         except ApiException as exc:
             if exc.status == 409:
                 try:

@@ -23,13 +23,14 @@ from prometheus_client import (
 )
 
 from cronlet._common import times
-from cronlet._core.views import AttemptFinished, Plan, RetryStarted, RunFinished
+from cronlet._core.views import AttemptFinished, EventsDropped, Plan, RetryStarted, RunFinished
 
 Key = tuple[str, str]
 
 _M = TypeVar("_M", Counter, Histogram, Gauge)
 OUTCOMES = ("Succeeded", "Failed", "Skipped", "Missed", "Replaced")
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+EVENT_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
@@ -109,6 +110,40 @@ class Metrics:
             "cronlet_leader", "1 while this replica holds the lease and acts; 0 on a standby.", registry=r
         )
         self.reconciles = Counter("cronlet_reconciles_total", "Reconcile passes over one task.", registry=r)
+        # Task events (the outbox in each task's status, published to the operator's sinks).
+        self.events_published = Counter(
+            "cronlet_events_published_total", "Task events a sink acknowledged.", ["sink"], registry=r
+        )
+        self.event_failures = Counter(
+            "cronlet_events_failed_total",
+            "Sends of a task event that failed: retryable (sent again later) or not (given up for that sink).",
+            ["sink", "retryable"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "cronlet_events_dropped_total",
+            "Task events dropped unpublished because a task's outbox was full.",
+            registry=r,
+        )
+        self.events_pending = Gauge(
+            "cronlet_events_pending",
+            "Task events recorded and not yet acknowledged by the sink.",
+            ["sink"],
+            registry=r,
+        )
+        self.events_oldest_pending = Gauge(
+            "cronlet_events_oldest_pending_time_seconds",
+            "Transition time (Unix seconds) of the oldest event the sink has not acknowledged; 0 when none.",
+            ["sink"],
+            registry=r,
+        )
+        self.event_latency = Histogram(
+            "cronlet_event_publish_latency_seconds",
+            "From a run transition to the sink's acknowledgement of its event.",
+            ["sink"],
+            buckets=EVENT_LATENCY_BUCKETS,
+            registry=r,
+        )
         self._phases: dict[Key, str] = {}
         self._active: dict[Key, int] = {}
         self._oldest: dict[Key, float] = {}
@@ -154,6 +189,8 @@ class Metrics:
                 self.attempts.labels(*labels, seen.outcome).inc()
             elif isinstance(seen, RetryStarted):
                 self.child(self.retries, *labels).inc()
+            elif isinstance(seen, EventsDropped):
+                self.events_dropped.inc(seen.count)
 
     def track(self, key: Key, plan: Plan) -> None:
         """Set the gauges (tasks by phase, active runs) from a task's new status."""

@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cronlet._controller import kube, messages, workqueue
+from cronlet._controller import kube, messages, publisher, workqueue
 from cronlet._controller.metrics import Metrics
 from cronlet._controller.store import Key, Store
 from cronlet._core import decision, manifests, model, status
-from cronlet._core.views import Event, JobObservation, Plan, TaskView
+from cronlet._core.views import Event, JobObservation, Plan, TaskView, Tenancy
 
 log = logging.getLogger("cronlet.reconciler")
 Clock = Callable[[], datetime]
@@ -52,11 +52,14 @@ class Reconciler:
         clock: Clock = utcnow,
         workers: int = 4,
         leading: Callable[[], bool] = lambda: True,
+        tenancy: Tenancy | None = None,
+        events_publisher: publisher.Publisher | None = None,
     ) -> None:
         self.kube = kube_api
         self.image = image
         self.metrics = metrics
         self.known_handlers = known_handlers
+        self.tenancy = tenancy or Tenancy()
         self.clock = clock
         self.store = Store()
         self.queue = workqueue.WorkQueue()
@@ -64,6 +67,7 @@ class Reconciler:
         self.messages = messages.MessageCache(self._read_message)
         self.n_workers = workers
         self.leading = leading  # only the leader acts; a standby keeps its store warm and waits
+        self.publisher = events_publisher  # None: the operator has no event sinks, and keeps no outboxes
         self._failures: dict[Key, int] = {}
         self._loops: list[asyncio.Task[None]] = []
 
@@ -127,9 +131,16 @@ class Reconciler:
         if body is None:
             self.wake_at(key, None)
             self.metrics.forget(key)
+            if self.publisher is not None:
+                self.publisher.forget(key)
             return
         self.metrics.reconciles.inc()
-        view = manifests.task_view(body, known_handlers=self.known_handlers)
+        view = manifests.task_view(
+            body,
+            known_handlers=self.known_handlers,
+            tenancy=self.tenancy,
+            namespace_labels=self.store.namespace_labels.get(key[0]),
+        )
         if view.status_problem is not None:
             # Fail closed: without a status it can read, the decision would forget which due times it handled
             # and take old Jobs for new results. Say so, and act again once the status is fixed or removed.
@@ -145,7 +156,10 @@ class Reconciler:
         found = await self.messages.for_task(view, jobs)
         not_started = await self._why_not_started(view, jobs)
         now = self.clock()
-        plan = decision.plan(view, jobs, now=now, messages=found, not_started=not_started)
+        outbox = None
+        if self.publisher is not None:
+            outbox = self.publisher.policy(view.namespace, view.name, view.uid)
+        plan = decision.plan(view, jobs, now=now, messages=found, not_started=not_started, outbox=outbox)
         if not self.leading():
             return  # the lease lapsed while we read: write nothing
         written = await self._write_status(key, body, view, plan)
@@ -185,16 +199,19 @@ class Reconciler:
             assert plan.spec is not None
             manifest = manifests.build_job(task=view, spec=plan.spec, run=run, image=self.image)
             name = manifest["metadata"]["name"]
-            if time.monotonic() - claimed_at > decision.CREATE_WINDOW.total_seconds():
-                # Paused between our claim and this create (GC, SIGSTOP, a slow API): another replica may
-                # have claimed the attempt anew by now. Create nothing; the next pass decides again.
+            try:
+                # Paused between our claim and the send (GC, SIGSTOP, a queue of API calls, a slow API):
+                # another replica may have claimed the attempt anew by now. Then nothing is created, and the
+                # next pass decides again. The check is made in the sending thread, just before each try.
+                created = await self.kube.create_job(
+                    manifest, not_after=claimed_at + decision.CREATE_WINDOW.total_seconds()
+                )
+                lag = max(0.0, (self.clock() - run.scheduled_time).total_seconds())
+                self.metrics.child(self.metrics.lag, *self.metrics.labels(*key)).observe(lag)
+            except kube.ClaimExpired:
                 log.warning("%s/%s: not creating Job %s: its claim is too old now", *key, name)
                 self.wake_at(key, self.clock())
                 return False
-            try:
-                created = await self.kube.create_job(manifest)
-                lag = max(0.0, (self.clock() - run.scheduled_time).total_seconds())
-                self.metrics.child(self.metrics.lag, *self.metrics.labels(*key)).observe(lag)
             except kube.AlreadyExists as exists:
                 created = exists.body or {}
                 if created and not manifests.owned_by(created, view.uid):
@@ -244,6 +261,8 @@ class Reconciler:
             raise
         if updated.get("metadata", {}).get("uid") == view.uid:
             self.store.put_task(updated)
+            if self.publisher is not None and plan.status.events is not None and plan.status.events.pending:
+                self.publisher.touch(key)  # the transitions just recorded go out now, off this path
         self.metrics.record(key, plan)
         return updated
 
@@ -256,6 +275,8 @@ class Reconciler:
             self.store.drop_task(key)
             self.wake_at(key, None)
             self.metrics.forget(key)
+            if self.publisher is not None:
+                self.publisher.forget(key)
             return
         self.store.put_task(current)
         self.wake_at(key, self.clock() + timedelta(seconds=1))
@@ -278,45 +299,13 @@ class Reconciler:
         reason: model.ConditionReason,
         message: str,
     ) -> None:
-        """Set only the Ready condition to False (the run was not started, so nothing else changes).
-
-        A status that cannot be read stops the task until someone fixes it: Stalled=True too (kstatus: Failed).
-        A refused Job is retried, so it is not stalled. observedGeneration says this generation was looked at.
-        """
-        ready = next((c for c in view.status.conditions if c.type == "Ready"), None)
-        new = status.condition(
-            view.status.conditions,
-            kind="Ready",
-            status="False",
-            reason=reason,
-            message=message[:1024],
-            generation=view.generation,
-            now=self.clock(),
-        )
-        if ready is not None and (ready.status, ready.reason, ready.message) == (
-            "False",
-            reason,
-            new.message,
-        ):
+        """Say that no run can start (phase Blocked, Ready=False); nothing else changes, as none started."""
+        patch = status.not_ready(view, reason=reason, message=message, now=self.clock())
+        if patch is None:
             return
-        conditions = [new, *(c for c in view.status.conditions if c.type not in ("Ready", "Stalled"))]
-        if reason == "StatusUnreadable":
-            stalled = status.condition(
-                view.status.conditions,
-                kind="Stalled",
-                status="True",
-                reason=reason,
-                message=new.message,
-                generation=view.generation,
-                now=self.clock(),
-            )
-            conditions.append(stalled)
         try:
             updated = await self.kube.patch_status(
-                key[0],
-                key[1],
-                {"conditions": [model.dump(c) for c in conditions], "observedGeneration": view.generation},
-                resource_version=body["metadata"]["resourceVersion"],
+                key[0], key[1], patch, resource_version=body["metadata"]["resourceVersion"]
             )
         except kube.ApiFailure as exc:
             log.warning("could not mark %s/%s not ready: %s", *key, exc.message)

@@ -20,8 +20,9 @@ from kopf._core.engines import peering
 from kubernetes import client, config
 
 from cronlet._common import handlerref
-from cronlet._controller import election, health, kube, listings, metrics, reconciler
-from cronlet._core import model
+from cronlet._controller import election, health, kube, listings, metrics, publisher, reconciler, sinks
+from cronlet._core import events, model
+from cronlet._core.views import Tenancy
 
 log = logging.getLogger("cronlet")
 
@@ -36,6 +37,49 @@ class Options:
     workers: int = 8
     leader_elect: bool = True
     election: election.Settings = field(default_factory=election.Settings)
+    tenancy: Tenancy = field(default_factory=Tenancy)
+    events: EventOptions = field(default_factory=lambda: EventOptions())
+
+
+@dataclass
+class EventOptions:
+    """Where task events go (no sink: none are recorded or sent). Credentials come from the environment."""
+
+    kafka_bootstrap_servers: str = ""
+    kafka_topic: str = sinks.DEFAULT_TOPIC
+    kafka_mode: events.Mode = "binary"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    http_url: str = ""
+    http_mode: events.Mode = "binary"
+    http_headers_file: str = ""
+    http_headers: str = ""
+    outbox_max_entries: int = events.MAX_ENTRIES
+    outbox_max_bytes: int = events.MAX_BYTES
+
+    def sinks(self) -> list[sinks.Sink]:
+        """The configured sinks; raises ``sinks.SinkConfigError`` for options that make no usable sink."""
+        return sinks.from_options(
+            kafka_bootstrap_servers=self.kafka_bootstrap_servers or None,
+            kafka_topic=self.kafka_topic,
+            kafka_mode=self.kafka_mode,
+            kafka_security_protocol=self.kafka_security_protocol,
+            kafka_sasl_mechanism=self.kafka_sasl_mechanism or None,
+            kafka_sasl_username=self.kafka_sasl_username or None,
+            kafka_sasl_password=self.kafka_sasl_password or None,
+            kafka_ssl_cafile=self.kafka_ssl_cafile or None,
+            kafka_ssl_certfile=self.kafka_ssl_certfile or None,
+            kafka_ssl_keyfile=self.kafka_ssl_keyfile or None,
+            http_url=self.http_url or None,
+            http_mode=self.http_mode,
+            http_headers_file=self.http_headers_file or None,
+            http_headers=self.http_headers or None,
+        )
 
 
 def load_kube_config(*, pool: int = 16) -> client.ApiClient:
@@ -70,6 +114,8 @@ def converge(sched: reconciler.Reconciler, listing: listings.Listing) -> None:
         keys = store.converge_jobs(
             namespace=listing.namespace, listed=listing.listed, list_version=listing.resource_version
         )
+    elif listing.plural == "namespaces":
+        keys = store.converge_namespaces(frozenset(name for _, name in listing.listed))
     else:
         return
     if keys:
@@ -116,6 +162,19 @@ def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> k
         if key is not None:
             sched.touch(key)
 
+    if sched.tenancy.pod_template_selector is not None:
+        # Which namespaces allow a podTemplate (--pod-template-namespace-selector): their labels, known before
+        # the first decision like tasks and Jobs (index handlers), and a changed label looks at their tasks.
+        @kopf.index("v1", "namespaces", registry=registry)
+        async def namespaces_seen(body: Any, **_: Any) -> None:
+            store.put_namespace(_raw(body))
+
+        @kopf.on.event("v1", "namespaces", registry=registry)
+        async def namespace_event(type: str | None, body: Any, **_: Any) -> None:
+            name = body["metadata"]["name"]
+            keys = store.drop_namespace(name) if type == "DELETED" else store.put_namespace(_raw(body))
+            sched.touch_all(keys)
+
     return registry
 
 
@@ -124,7 +183,9 @@ def _raw(body: Any) -> dict[str, Any]:
     return dict(body)
 
 
-async def run(opts: Options) -> None:
+async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> None:
+    """Run until kopf stops (SIGTERM). ``event_sinks``: built by the caller from ``opts.events`` (so that a bad
+    option fails before anything starts)."""
     # API calls run in threads (the Kubernetes client blocks). asyncio's default pool has cpu+4 threads, six
     # on two cores, which made a burst of due runs queue behind each other: size it for the workers, each of
     # which has at most one call in flight, plus room for the metrics server and kopf.
@@ -142,16 +203,31 @@ async def run(opts: Options) -> None:
         metrics=m,
         known_handlers=frozenset(handlerref.registered()),
         workers=opts.workers,
+        tenancy=opts.tenancy,
     )
+    outbox: publisher.Publisher | None = None
+    if event_sinks:
+        outbox = publisher.Publisher(
+            sinks=event_sinks,
+            store=sched.store,
+            metrics=m,
+            max_entries=opts.events.outbox_max_entries,
+            max_bytes=opts.events.outbox_max_bytes,
+        )
+        sched.publisher = outbox
     elector: election.Elector | None = None
     if opts.leader_elect:
 
         def lead() -> None:
             m.leader.set(1)
             sched.touch_all(list(sched.store.tasks))  # a warm store: every task is looked at now
+            if outbox is not None:
+                outbox.touch_all(list(sched.store.tasks))  # what the last leader left unacknowledged
 
         elector = election.Elector(adapter, opts.election, on_lead=lead, on_lose=lambda: m.leader.set(0))
         sched.leading = elector.leading
+        if outbox is not None:
+            outbox.leading = elector.leading
     else:
         m.leader.set(1)
     state.watch_workers(sched.queue.busy_since)
@@ -164,6 +240,8 @@ async def run(opts: Options) -> None:
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     sched.start()
+    if outbox is not None:
+        outbox.start()
     # kopf readiness: when the first watch events arrive (after the listing barrier) we mark ready; with no
     # tasks at all, ready once kopf has started its watchers.
     ready_flag: asyncio.Event = asyncio.Event()
@@ -177,15 +255,23 @@ async def run(opts: Options) -> None:
             # Only once everything is listed: a new leader must not mistake a Job it has not seen yet for a
             # missing one.
             await elector.run()
+        elif outbox is not None:
+            outbox.touch_all(list(sched.store.tasks))  # sent again after a restart: what was not acknowledged
 
     marker = asyncio.create_task(mark_ready())
     heartbeat = asyncio.create_task(state.beat_forever(), name="cronlet-heartbeat")
     log.info(
-        "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s leader-elect=%s",
+        "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s leader-elect=%s "
+        "allowed-service-accounts=%s pod-template-namespace-selector=%s event-sinks=%s",
         opts.namespaces or "all",
         opts.executor_image,
         opts.metrics_port,
         f"{opts.election.namespace}/{opts.election.name} as {opts.election.identity}" if elector else "off",
+        "*"
+        if opts.tenancy.allowed_service_accounts is None
+        else ",".join(sorted(opts.tenancy.allowed_service_accounts)),
+        ",".join(f"{k}={v}" for k, v in (opts.tenancy.pod_template_selector or {}).items()) or "off",
+        ",".join(sink.name for sink in event_sinks or []) or "none",
     )
     try:
         await kopf.operator(
@@ -203,6 +289,8 @@ async def run(opts: Options) -> None:
         marker.cancel()
         heartbeat.cancel()
         await sched.stop()
+        if outbox is not None:
+            await outbox.stop()
         if elector is not None:
             await elector.release()  # after the last write: a standby takes over at its next round
         server.shutdown()

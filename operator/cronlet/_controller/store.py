@@ -29,6 +29,8 @@ class Store:
         self.tasks: dict[Key, dict[str, Any]] = {}
         self.jobs: dict[Key, dict[str, JobObservation]] = {}
         self.job_rv: dict[tuple[str, str], int] = {}
+        # Namespace labels, watched only when the operator allows podTemplate by namespace label.
+        self.namespace_labels: dict[str, dict[str, str]] = {}
 
     def put_task(self, body: dict[str, Any]) -> Key:
         meta = body["metadata"]
@@ -63,6 +65,26 @@ class Store:
                 self.jobs.pop(key, None)
             self.job_rv.pop((key[0], name), None)
         return key
+
+    def put_namespace(self, body: dict[str, Any]) -> list[Key]:
+        """Keep a namespace's labels; return the keys of its tasks (their podTemplate may be allowed now)."""
+        meta = body["metadata"]
+        self.namespace_labels[meta["name"]] = dict(meta.get("labels") or {})
+        return self.tasks_in(meta["name"])
+
+    def drop_namespace(self, name: str) -> list[Key]:
+        self.namespace_labels.pop(name, None)
+        return self.tasks_in(name)
+
+    def converge_namespaces(self, listed: frozenset[str]) -> list[Key]:
+        """Forget the namespaces a list did not return; return the keys of their tasks."""
+        keys: list[Key] = []
+        for name in [n for n in self.namespace_labels if n not in listed]:
+            keys += self.drop_namespace(name)
+        return keys
+
+    def tasks_in(self, namespace: str) -> list[Key]:
+        return [key for key in self.tasks if key[0] == namespace]
 
     def mark_deleting(self, key: Key, name: str) -> None:
         jobs = self.jobs.get(key, {})

@@ -20,11 +20,20 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from cronlet._common import times
-from cronlet._core import naming, schedule, status, validation
-from cronlet._core.model import ActiveRun, ConditionReason, Counters, HistoryEntry, TaskSpec
+from cronlet._core import events, naming, schedule, status, validation
+from cronlet._core.model import (
+    ActiveRun,
+    ConditionReason,
+    Counters,
+    EventKind,
+    HistoryEntry,
+    OutboxEntry,
+    TaskSpec,
+)
 from cronlet._core.views import (
     AttemptFinished,
     Event,
+    EventsDropped,
     Failure,
     JobObservation,
     JobState,
@@ -58,11 +67,14 @@ def plan(
     now: datetime,
     messages: Mapping[str, str] | None = None,
     not_started: Mapping[str, str] | None = None,
+    outbox: events.Policy | None = None,
 ) -> Plan:
     """Decide what to do for ``task`` at ``now``.
 
     ``messages`` maps finished Job names to handler messages; ``not_started`` maps the Jobs that
-    ``overdue_starts`` named to why their pod has not started (``Reason: message``).
+    ``overdue_starts`` named to why their pod has not started (``Reason: message``). ``outbox`` is given
+    when the operator publishes task events: each transition of this pass is then recorded in
+    ``status.events`` by the same status write, and what the sinks acknowledged is dropped from it.
     """
     now = now.astimezone(UTC)
     own = [j for j in jobs if j.owner_uid == task.uid]
@@ -91,6 +103,25 @@ def plan(
 
     reason_message = (invalid.reason, invalid.message) if invalid is not None else None
     new_status = status.build(task, spec=spec, invalid=reason_message, outcome=work.outcome(token))
+    if outbox is not None:
+        folded = events.fold(
+            task.status.events,
+            work.transitions,
+            policy=outbox,
+            spec_events=spec.events if spec is not None else None,
+        )
+        unchanged = new_status.model_copy(update={"events": task.status.events})
+        if folded.recorded == 0 and unchanged == task.status:
+            new_status = unchanged  # acknowledgements alone are no reason for a write: a later one folds them
+        else:
+            new_status = new_status.model_copy(update={"events": folded.outbox})
+        if folded.dropped:
+            text = (
+                f"the event outbox is full: {folded.dropped} oldest unpublished event(s) dropped "
+                f"({folded.outbox.dropped} since creation); are the event sinks reachable?"
+            )
+            work.events.append(Event("Warning", "EventsDropped", text))
+            work.observations.append(EventsDropped(folded.dropped))
     if invalid is not None:
         ready = next((c for c in task.status.conditions if c.type == "Ready"), None)
         if ready is None or ready.status != "False" or ready.message != invalid.message:
@@ -172,6 +203,54 @@ class _Pass:
         self.started: set[str] = set()  # run ids started by this pass
         self.forgotten: list[JobObservation] = []  # finished Jobs a reset status knows nothing of
         self.awaiting_create = False  # a claimed attempt has no Job yet (a refused create keeps Ready=False)
+        self.transitions: list[OutboxEntry] = []  # run events of this pass, numbered by events.fold
+
+    def emit(
+        self,
+        kind: EventKind,
+        *,
+        run_id: str,
+        scheduled_time: str,
+        attempt: int = 0,
+        at: datetime | None = None,
+        job_name: str | None = None,
+        reason: str | None = None,
+        message: str | None = None,
+        start_time: str | None = None,
+        completion_time: str | None = None,
+        next_retry_time: str | None = None,
+        count: int | None = None,
+    ) -> None:
+        """Record one run transition for the task-event outbox (kept only if the operator has sinks)."""
+        self.transitions.append(
+            OutboxEntry(
+                sequence=0,
+                kind=kind,
+                time=times.rfc3339(at or self.now),
+                run_id=run_id,
+                attempt=attempt,
+                scheduled_time=scheduled_time,
+                manual=naming.is_manual(run_id),
+                job_name=job_name,
+                reason=reason,
+                message=message or None,
+                start_time=start_time or None,
+                completion_time=completion_time,
+                next_retry_time=next_retry_time,
+                count=count,
+            )
+        )
+
+    def emit_started(self, entry: ActiveRun, *, at: datetime | None = None) -> None:
+        self.emit(
+            "started",
+            run_id=entry.run_id,
+            scheduled_time=entry.scheduled_time,
+            attempt=entry.attempt,
+            at=at,
+            job_name=entry.job_name,
+            start_time=entry.start_time,
+        )
 
     def outcome(self, token: str | None) -> status.Outcome:
         return status.Outcome(
@@ -209,6 +288,7 @@ class _Pass:
                         update={"job_name": job.name, "attempt": job.attempt, "next_retry_time": None}
                     )
                     self.counters["retries"] += job.attempt - known.attempt
+                    self.emit_started(self.active[index], at=job.created)
                 continue
             if self.last_schedule is not None and job.scheduled_time <= self.last_schedule:
                 continue  # an old run, already recorded (or trimmed from history)
@@ -221,7 +301,7 @@ class _Pass:
                 self.forgotten.append(job)
                 continue
             if spec.concurrency_policy == "Replace" and self.active:
-                self._admit(spec, job.scheduled_time, "run-now" if manual else "due run")
+                self._admit(spec, job.scheduled_time, "run-now" if manual else "due run", run_id=job.run_id)
                 by_run = {}
             self.active.append(
                 ActiveRun(
@@ -232,6 +312,7 @@ class _Pass:
                     start_time=times.rfc3339(job.created),
                 )
             )
+            self.emit_started(self.active[-1], at=job.created)
             by_run[job.run_id] = len(self.active) - 1
             self.counters["runs"] += 1
             self.last_schedule = job.scheduled_time
@@ -272,7 +353,7 @@ class _Pass:
                 f"run of {entry.scheduled_time} failed after {entry.attempt} attempts: maxRetries is now "
                 f"{spec.max_retries}"
             )
-            self._finish(entry, "Failed", self.by_name.get(entry.job_name), text)
+            self._finish(entry, "Failed", self.by_name.get(entry.job_name), text, reason="RetriesExhausted")
             self.events.append(Event("Warning", "RetriesExhausted", text))
             self.run_result = (False, "RetriesExhausted", text)
             return None
@@ -286,7 +367,7 @@ class _Pass:
             return entry
         if job is not None and job.state is JobState.SUCCEEDED:
             self.observations.append(AttemptFinished("Succeeded"))
-            self._finish(entry, "Succeeded", job, self.messages.get(job.name, ""))
+            self._finish(entry, "Succeeded", job, self.messages.get(job.name, ""), reason="Succeeded")
             self.last_success = job.completion_time or self.now
             self.run_result = (True, "Succeeded", f"run of {entry.scheduled_time} succeeded")
             return None
@@ -311,14 +392,16 @@ class _Pass:
         if failure is not Failure.PERMANENT and entry.attempt <= spec.max_retries:
             retry_at = ended + self._backoff(spec, entry)
             entry = entry.model_copy(update={"next_retry_time": times.rfc3339(retry_at)})
+            why = "AttemptTimedOut" if failure is Failure.TIMEOUT else "AttemptFailed"
+            self._emit_retrying(entry, why, message, at=ended)
             return self._retry_when_due(entry, retry_at)
-        self._finish(entry, "Failed", job, message)
         reason: ConditionReason
         if failure is Failure.PERMANENT:
             reason, text = "PermanentFailure", f"run of {entry.scheduled_time} failed permanently: {message}"
         else:
             reason = "RetriesExhausted"
             text = f"run of {entry.scheduled_time} failed after {entry.attempt} attempts: {message}"
+        self._finish(entry, "Failed", job, message, reason=reason)
         text = _clip(text, EVENT_MESSAGE_LIMIT)
         self.events.append(Event("Warning", reason, text))
         self.run_result = (False, reason, text)
@@ -337,8 +420,9 @@ class _Pass:
         if entry.attempt <= spec.max_retries:
             retry_at = self.now + self._backoff(spec, entry)
             entry = entry.model_copy(update={"next_retry_time": times.rfc3339(retry_at)})
+            self._emit_retrying(entry, "AttemptNotStarted", text)
             return self._retry_when_due(entry, retry_at)
-        self._finish(entry, "Failed", None, text)
+        self._finish(entry, "Failed", None, text, reason="AttemptNotStarted")
         summary = f"run of {entry.scheduled_time} failed after {entry.attempt} attempts: {text}"
         summary = _clip(summary, EVENT_MESSAGE_LIMIT)
         reason: ConditionReason = "RetriesExhausted" if entry.attempt > 1 else "AttemptNotStarted"
@@ -346,6 +430,22 @@ class _Pass:
         if entry.attempt > 1:
             self.events.append(Event("Warning", "RetriesExhausted", summary))
         return None
+
+    def _emit_retrying(
+        self, entry: ActiveRun, reason: str, message: str, *, at: datetime | None = None
+    ) -> None:
+        self.emit(
+            "retrying",
+            run_id=entry.run_id,
+            scheduled_time=entry.scheduled_time,
+            attempt=entry.attempt,
+            at=at,
+            job_name=entry.job_name,
+            reason=reason,
+            message=message,
+            start_time=entry.start_time,
+            next_retry_time=entry.next_retry_time,
+        )
 
     def _claim_again(self, entry: ActiveRun) -> ActiveRun:
         """Claimed but not created (yet): claim it anew, so that the create again follows a write of ours."""
@@ -386,7 +486,7 @@ class _Pass:
         )
         self.counters["retries"] += 1
         self.observations.append(RetryStarted())
-        return entry.model_copy(
+        started = entry.model_copy(
             update={
                 "job_name": naming.job_name(self.task.name, entry.run_id, attempt),
                 "attempt": attempt,
@@ -394,9 +494,25 @@ class _Pass:
                 "claim_time": times.rfc3339(self.now),
             }
         )
+        self.emit_started(started)
+        return started
 
-    def _finish(self, entry: ActiveRun, outcome: str, job: JobObservation | None, message: str) -> None:
+    def _finish(
+        self, entry: ActiveRun, outcome: str, job: JobObservation | None, message: str, *, reason: str
+    ) -> None:
         ended = (job.completion_time if job is not None else None) or self.now
+        self.emit(
+            "succeeded" if outcome == "Succeeded" else "failed",
+            run_id=entry.run_id,
+            scheduled_time=entry.scheduled_time,
+            attempt=entry.attempt,
+            at=ended,
+            job_name=entry.job_name,
+            reason=reason,
+            message=message,
+            start_time=entry.start_time,
+            completion_time=times.rfc3339(ended),
+        )
         started = times.parse_optional(entry.start_time)
         self.history.append(
             HistoryEntry(
@@ -436,8 +552,15 @@ class _Pass:
                 )
             )
             self.observations.append(RunFinished("Skipped"))
+            self.emit(
+                "skipped",
+                run_id=run_id,
+                scheduled_time=times.rfc3339(self.now),
+                reason="Suspended",
+                message="run-now ignored: the task is suspended",
+            )
             return token
-        if self._admit(spec, self.now, "run-now"):
+        if self._admit(spec, self.now, "run-now", run_id=run_id):
             self._start(run_id, self.now, manual=True)
         return token
 
@@ -486,10 +609,19 @@ class _Pass:
             )
             self.events.append(Event("Warning", "MissedSchedule", text))
             self.observations.append(RunFinished("Missed", count=missed))
-        if start_latest and self._admit(spec, due.latest, "due run"):
-            self._start(naming.scheduled_run_id(due.latest), due.latest, manual=False)
+            self.emit(
+                "missed",
+                run_id=naming.scheduled_run_id(last_missed),
+                scheduled_time=times.rfc3339(last_missed),
+                reason="MissedSchedule",
+                message=text,
+                count=missed,
+            )
+        run_id = naming.scheduled_run_id(due.latest)
+        if start_latest and self._admit(spec, due.latest, "due run", run_id=run_id):
+            self._start(run_id, due.latest, manual=False)
 
-    def _admit(self, spec: TaskSpec, due: datetime, what: str) -> bool:
+    def _admit(self, spec: TaskSpec, due: datetime, what: str, *, run_id: str) -> bool:
         """Apply concurrencyPolicy to a run about to start; True when it may start."""
         if not self.active or spec.concurrency_policy == "Allow":
             return True
@@ -507,6 +639,8 @@ class _Pass:
                 )
             )
             self.observations.append(RunFinished("Skipped"))
+            reason = "StartedAtTheSameMoment" if fresh else "ConcurrencyForbid"
+            self.emit("skipped", run_id=run_id, scheduled_time=times.rfc3339(due), reason=reason, message=why)
             return False
         for entry in self.active:  # Replace
             if entry.next_retry_time is None:
@@ -524,6 +658,17 @@ class _Pass:
             )
             self.observations.append(RunFinished("Replaced"))
             self.last_result = "Replaced"
+            self.emit(
+                "replaced",
+                run_id=entry.run_id,
+                scheduled_time=entry.scheduled_time,
+                attempt=entry.attempt,
+                job_name=entry.job_name,
+                reason="Replaced",
+                message=f"replaced by the {what} of {times.rfc3339(due)}",
+                start_time=entry.start_time,
+                completion_time=times.rfc3339(self.now),
+            )
         text = f"stopped {len(self.active)} unfinished run(s) for the {what} of {times.rfc3339(due)}"
         self.events.append(Event("Normal", "Replaced", text))
         self.active = []
@@ -546,6 +691,7 @@ class _Pass:
         )
         self.counters["runs"] += 1
         self.last_schedule = max(self.last_schedule, due) if self.last_schedule else due
+        self.emit_started(self.active[-1])
 
     def cleanup(self, spec: TaskSpec) -> None:
         """Delete finished Jobs beyond the history limits (never one an unfinished run still points at)."""

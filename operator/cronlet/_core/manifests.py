@@ -15,9 +15,23 @@ from typing import Any
 from cronlet._common import times
 from cronlet._core import model, naming, schedule
 from cronlet._core.model import TaskSpec, TaskStatus
-from cronlet._core.views import Event, Failure, JobObservation, JobState, JobToCreate, TaskView
+from cronlet._core.views import Event, Failure, JobObservation, JobState, JobToCreate, TaskView, Tenancy
 
 EXECUTOR_CONTAINER = "executor"
+# The executor container's own security context; a podTemplate container named "executor" overrides any key
+# of it (readOnlyRootFilesystem: false is the documented opt-out), and ``pod_template_problem`` refuses the
+# overrides that cannot be merged with what stays of it.
+EXECUTOR_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# The root filesystem is read-only: handlers write scratch files to /tmp, a fresh emptyDir per attempt. A
+# podTemplate volume of this name replaces it (a sizeLimit, medium: Memory); a podTemplate mount at /tmp wins.
+TMP_VOLUME = "cronlet-tmp"
+TMP_PATH = "/tmp"
 # Exit code 2 is a permanent failure: the Job controller fails the Job at once with reason PodFailurePolicy,
 # so the Job alone tells us not to retry. Disruptions (node drain, preemption) are not the handler's fault:
 # the Job controller replaces the pod without counting it.
@@ -59,15 +73,15 @@ def build_job(*, task: TaskView, spec: TaskSpec, run: JobToCreate, image: str) -
         "command": ["cronlet-execute"],
         "env": env,
         "terminationMessagePolicy": "File",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": copy.deepcopy(EXECUTOR_SECURITY_CONTEXT),
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": TMP_PATH}],
     }
     pod_meta: dict[str, Any] = {"labels": dict(labels), "annotations": dict(annotations)}
-    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}],
+    }
     template_spec = (spec.pod_template or {}).get("spec") or {}
     if not template_spec.get("serviceAccountName"):
         # A handler talks to the Kubernetes API only when its task says as whom: without a service account of
@@ -107,6 +121,23 @@ def build_job(*, task: TaskView, spec: TaskSpec, run: JobToCreate, image: str) -
     }
 
 
+def template_executor(template: Mapping[str, Any] | None) -> tuple[int, Mapping[str, Any]] | None:
+    """The podTemplate's container named ``executor`` (merged into Cronlet's) and its index, if it has one."""
+    pod = (template or {}).get("spec")
+    containers = pod.get("containers") if isinstance(pod, Mapping) else None
+    for index, container in enumerate(containers if isinstance(containers, list) else []):
+        if isinstance(container, Mapping) and container.get("name") == EXECUTOR_CONTAINER:
+            return index, container
+    return None
+
+
+def sets_image(spec: Mapping[str, Any]) -> bool:
+    """Whether a raw spec chooses the executor's image (``image``, or the podTemplate's executor container)."""
+    template = spec.get("podTemplate")
+    executor = template_executor(template if isinstance(template, Mapping) else None)
+    return bool(spec.get("image")) or (executor is not None and bool(executor[1].get("image")))
+
+
 def _merge_template(meta: dict[str, Any], spec: dict[str, Any], template: Mapping[str, Any]) -> None:
     """Merge the user's podTemplate; Cronlet's own labels, env and restartPolicy win."""
     user_meta = template.get("metadata") or {}
@@ -117,17 +148,28 @@ def _merge_template(meta: dict[str, Any], spec: dict[str, Any], template: Mappin
     others = []
     for c in user_spec.pop("containers", None) or []:
         if c.get("name") == EXECUTOR_CONTAINER:
-            merged = {**c, **{k: v for k, v in ours.items() if k not in ("securityContext",)}}
+            merged = {**c, **{k: v for k, v in ours.items() if k not in ("securityContext", "volumeMounts")}}
             merged["securityContext"] = {**ours["securityContext"], **(c.get("securityContext") or {})}
             cronlet_env = {e["name"] for e in ours["env"]}
             merged["env"] = [e for e in c.get("env") or [] if e.get("name") not in cronlet_env] + ours["env"]
+            # The user's mounts first; ours at /tmp unless they mount something there themselves (the API
+            # server refuses two mounts at one path).
+            mounts = list(c.get("volumeMounts") or [])
+            if all(m.get("mountPath", "").rstrip("/") != TMP_PATH for m in mounts):
+                mounts += ours["volumeMounts"]
+            merged["volumeMounts"] = mounts
             if c.get("image"):
                 merged["image"] = c["image"]
             ours = merged
         else:
             others.append(c)
     user_spec.pop("restartPolicy", None)
+    # The user's volumes and ours; a volume of theirs named like ours replaces it.
+    volumes = list(user_spec.pop("volumes", None) or [])
+    names = {v.get("name") for v in volumes}
+    volumes += [v for v in spec["volumes"] if v["name"] not in names]
     spec.update(user_spec)
+    spec["volumes"] = volumes
     spec["containers"] = [ours, *others]
     spec["restartPolicy"] = "Never"
 
@@ -241,7 +283,13 @@ def task_key_of_job(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return meta.get("namespace", ""), owner.get("name", "")
 
 
-def task_view(body: Mapping[str, Any], *, known_handlers: frozenset[str] | None) -> TaskView:
+def task_view(
+    body: Mapping[str, Any],
+    *,
+    known_handlers: frozenset[str] | None,
+    tenancy: Tenancy | None = None,
+    namespace_labels: Mapping[str, str] | None = None,
+) -> TaskView:
     meta = body.get("metadata") or {}
     raw_status = body.get("status") or {}
     status, problem = read_status(raw_status)
@@ -256,8 +304,10 @@ def task_view(body: Mapping[str, Any], *, known_handlers: frozenset[str] | None)
         status=status,
         run_now_token=(meta.get("annotations") or {}).get(model.RUN_NOW_ANNOTATION),
         known_handlers=known_handlers,
-        default_image=not spec.get("image"),
+        default_image=not sets_image(spec),
         status_problem=problem,
+        tenancy=tenancy or Tenancy(),
+        namespace_labels=namespace_labels,
     )
 
 

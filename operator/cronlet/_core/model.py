@@ -28,14 +28,15 @@ MAX_PARAMETERS_BYTES = 64 * 1024
 
 # A Go duration as time.ParseDuration (and so metav1.Duration and CEL's duration()) reads it, without a sign:
 # 30s, 1h30m, 1.5s, 500ms, .5h, 0. v1alpha1 accepted "d" (days) before; the operator still reads stored values
-# with it (schedule.parse_duration), the API server refuses it in new ones (docs/api.md, change 15).
+# with it (schedule.parse_duration), the API server refuses it in new ones (docs/api.md, change 16).
 _MICRO = "u\u00b5\u03bc"  # us, the micro sign and the Greek mu: Go reads all three as microseconds
 DURATION_PATTERN = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|[" + _MICRO + r"]s|ms|s|m|h))+)$"
 DURATION_MAX_LENGTH = 64
 _DURATION_HELP = "A Go duration (time.ParseDuration, as metav1.Duration): 30s, 5m, 1h30m, 1.5s, 500ms."
 
 Outcome = Literal["Succeeded", "Failed", "Skipped", "Missed", "Replaced"]
-Phase = Literal["Scheduled", "Running", "Retrying", "Suspended", "Failed", "Invalid"]
+EventKind = Literal["started", "retrying", "succeeded", "failed", "skipped", "missed", "replaced"]
+Phase = Literal["Scheduled", "Running", "Retrying", "Suspended", "Failed", "Invalid", "Blocked"]
 
 
 class _Model(BaseModel):
@@ -48,7 +49,7 @@ def json_bytes(value: object) -> bytes:
 
 
 # CEL rules on durations. has(): the schema's default ({}) is checked before its fields are defaulted. A value
-# with "d" is one stored before change 15 (no Go unit has a "d"): CEL's duration() cannot read it, and the API
+# with "d" is one stored before change 16 (no Go unit has a "d"): CEL's duration() cannot read it, and the API
 # server re-runs an object's rules on every write of the object, not only when the field changed, so the rule
 # passes it over; the field's pattern still refuses "d" in a new value.
 _BACKOFF_RULE = (
@@ -113,6 +114,19 @@ class Backoff(_Model):
     )
 
 
+class TaskEvents(_Model):
+    """This task's share of the operator's task events."""
+
+    publish: bool = Field(True, description="Publish this task's run events (false opts the task out).")
+    types: list[EventKind] | None = Field(
+        None,
+        description=(
+            "Publish only these kinds of run event: started, retrying, succeeded, failed, skipped, missed, "
+            "replaced (CloudEvents type dev.cronlet.run.<kind>.v1). Unset: all of them."
+        ),
+    )
+
+
 class TaskSpec(_Model):
     """What to run and when."""
 
@@ -165,7 +179,8 @@ class TaskSpec(_Model):
         max_length=512,
         description=(
             "Image of the executor container, for handlers shipped in your own image. Defaults to the "
-            "operator's executor image."
+            "operator's executor image. Not together with an image on podTemplate's executor container (the "
+            "task is then Invalid, reason InvalidPodTemplate)."
         ),
     )
     pod_template: dict[str, Any] | None = Field(
@@ -174,9 +189,14 @@ class TaskSpec(_Model):
         description=(
             "Optional PodTemplateSpec merged into each executor pod: labels, annotations, serviceAccountName, "
             "resources, env/envFrom (secrets go here), volumes, nodeSelector, tolerations, affinity. A container "
-            "named 'executor' is merged into the executor container; its image, if set, wins over spec.image. "
-            "Checked by the API server against Kubernetes' PodTemplateSpec schema (metadata: labels and "
-            "annotations only; containers may be left out)."
+            "named 'executor' is merged into the executor container: its securityContext keys win (the root "
+            "filesystem is read-only with an emptyDir at /tmp unless it sets readOnlyRootFilesystem: false), "
+            "but one that cannot be merged (privileged or CAP_SYS_ADMIN without allowPrivilegeEscalation: true, "
+            "runAsUser 0 without runAsNonRoot: false) makes the task Invalid (InvalidPodTemplate) before any "
+            "Job is created. The operator's admin may restrict service accounts and the namespaces that may "
+            "use podTemplate. Checked by the API server against "
+            "Kubernetes' PodTemplateSpec schema (metadata: labels and annotations only; containers may be left "
+            "out)."
         ),
     )
     max_retries: int = Field(
@@ -233,6 +253,13 @@ class TaskSpec(_Model):
     history_limit: int = Field(
         10, alias="historyLimit", ge=0, le=100, description="Entries kept in status.history."
     )
+    events: TaskEvents | None = Field(
+        None,
+        description=(
+            "Which of this task's run events the operator publishes to its event sinks (Kafka, HTTP), when the "
+            "operator has any. Sinks and their credentials are the operator's, never the task's."
+        ),
+    )
 
 
 # metav1.Condition's own validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go), copied into the CRD so the
@@ -259,6 +286,9 @@ ConditionReason = Literal[
     "UnknownHandler",
     "ParametersTooLarge",
     "InvalidSpec",
+    "InvalidPodTemplate",
+    "PodTemplateNotAllowed",
+    "ServiceAccountNotAllowed",
     # Ready=False: the operator cannot act (cronlet._controller.reconciler)
     "JobCreateFailed",
     "StatusUnreadable",
@@ -341,6 +371,45 @@ class HistoryEntry(_Model):
     job_name: str | None = Field(None, alias="jobName", description="Job of the last attempt.")
 
 
+class OutboxEntry(_Model):
+    """One run transition recorded for publishing, in the same status write that records the transition."""
+
+    sequence: int = Field(..., description="Per task, 1 for its first event; the CloudEvents sequence.")
+    kind: EventKind = Field(
+        ..., description="started, retrying, succeeded, failed, skipped, missed or replaced."
+    )
+    time: str = _time("When the transition happened (RFC 3339).", alias="time", required=True)
+    run_id: str = Field(..., alias="runId", description="The run's identifier.")
+    attempt: int = Field(0, description="The attempt the event is about (0 when none started).")
+    scheduled_time: str = _time("Due time of the run (RFC 3339).", alias="scheduledTime", required=True)
+    manual: bool = Field(False, description="A run started by run-now.")
+    job_name: str | None = Field(None, alias="jobName", description="The attempt's Job.")
+    reason: str | None = Field(None, description="Why (for retrying, failed, skipped, missed, replaced).")
+    message: str | None = Field(None, description="The handler's message or the operator's, clipped.")
+    start_time: str | None = _time("When the run's first attempt started (RFC 3339).", alias="startTime")
+    completion_time: str | None = _time("When the run ended (RFC 3339).", alias="completionTime")
+    next_retry_time: str | None = _time(
+        "For retrying: when the next attempt starts (RFC 3339).", alias="nextRetryTime"
+    )
+    count: int | None = Field(None, description="For missed: how many due times one entry stands for.")
+
+
+class EventOutbox(_Model):
+    """Run events recorded but not yet acknowledged by every sink (the outbox), oldest first."""
+
+    sequence: int = Field(0, description="The sequence number given to this task's latest event.")
+    dropped: int = Field(
+        0, description="Events dropped, oldest first, because the outbox was full (since creation)."
+    )
+    pending: list[OutboxEntry] = Field(
+        default_factory=list,
+        description=(
+            "Events not yet known to be acknowledged. Acknowledged ones are removed in a later status write, "
+            "so some may already have been delivered; after a restart these are sent again with the same ids."
+        ),
+    )
+
+
 class Counters(_Model):
     runs: int = Field(0, description="Runs started.")
     succeeded: int = Field(0, description="Runs that succeeded.")
@@ -357,7 +426,9 @@ class TaskStatus(_Model):
         None,
         description=(
             "Scheduled, Running (an attempt is active), Retrying (waiting out a backoff), Suspended, Failed (the "
-            "last run exhausted its retries; the next due time is still scheduled) or Invalid (see conditions)."
+            "last run exhausted its retries; the next due time is still scheduled), Invalid (the spec cannot "
+            "run: fix it) or Blocked (the API server refuses the executor Job, or the status cannot be read: no "
+            "run starts until that is resolved). The Ready condition's reason says why."
         ),
     )
     conditions: list[Condition] = Field(
@@ -411,6 +482,9 @@ class TaskStatus(_Model):
     counters: Counters = Field(default_factory=Counters, description="Totals since creation.")
     last_run_now_token: str | None = Field(
         None, alias="lastRunNowToken", description="Value of the cronlet.dev/run-now annotation handled last."
+    )
+    events: EventOutbox | None = Field(
+        None, description="The outbox of task events, present while the operator has event sinks."
     )
     schedule_key: str | None = Field(
         None,

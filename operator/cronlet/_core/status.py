@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from cronlet._common import times
-from cronlet._core import naming
+from cronlet._core import model, naming
 from cronlet._core.model import (
     CONDITION_MESSAGE_MAX,
     ActiveRun,
@@ -62,9 +62,10 @@ def build(
         "False",
         "JobCreateFailed",
     )
+    blocked = invalid is None and refused and outcome.awaiting_create
     if invalid is not None:
         ready = _condition(task, "Ready", "False", *invalid, now=outcome.now)
-    elif refused and outcome.awaiting_create and previous_ready is not None:
+    elif blocked and previous_ready is not None:
         ready = previous_ready  # the API server refused the claimed attempt's Job: say so until it is created
     elif suspended:
         ready = _condition(
@@ -88,7 +89,7 @@ def build(
     # A run is retrying once its first attempt failed: waiting for the next attempt, or running a later one.
     retrying = [a.attempt for a in outcome.active if a.attempt > 1 or a.next_retry_time is not None]
     return TaskStatus(
-        phase=_phase(outcome, invalid=invalid is not None, suspended=suspended),
+        phase=_phase(outcome, invalid=invalid is not None, blocked=blocked, suspended=suspended),
         conditions=conditions,
         observed_generation=task.generation,
         next_run_time=nxt,
@@ -107,9 +108,11 @@ def build(
     )
 
 
-def _phase(outcome: Outcome, *, invalid: bool, suspended: bool) -> Phase:
+def _phase(outcome: Outcome, *, invalid: bool, blocked: bool, suspended: bool) -> Phase:
     if invalid:
         return "Invalid"
+    if blocked:
+        return "Blocked"
     if suspended:
         return "Suspended"
     if any(a.next_retry_time is None for a in outcome.active):
@@ -119,6 +122,37 @@ def _phase(outcome: Outcome, *, invalid: bool, suspended: bool) -> Phase:
     if outcome.last_result == "Failed":
         return "Failed"
     return "Scheduled"
+
+
+def not_ready(
+    task: TaskView, *, reason: ConditionReason, message: str, now: datetime
+) -> dict[str, object] | None:
+    """The status patch that says a run cannot start for a reason outside the spec (``JobCreateFailed``,
+    ``StatusUnreadable``): phase ``Blocked`` and Ready=False, nothing else changed. None if it says so already.
+
+    Every Ready=False comes with a phase, so the PHASE column is never blank: ``Invalid`` when the spec must be
+    fixed (``build``), ``Blocked`` for these. A status that cannot be read stops the task until someone fixes
+    it: Stalled=True too (kstatus reads Failed); a refused Job is retried, so it is not stalled.
+    ``observedGeneration`` says which generation was looked at, as kstatus needs.
+    """
+    message = message[:1024]
+    ready = next((c for c in task.status.conditions if c.type == "Ready"), None)
+    if (
+        task.status.phase == "Blocked"
+        and task.status.observed_generation == task.generation
+        and ready is not None
+        and (ready.status, ready.reason, ready.message) == ("False", reason, message)
+    ):
+        return None
+    new = _condition(task, "Ready", "False", reason, message, now=now)
+    conditions = [new, *(c for c in task.status.conditions if c.type not in ("Ready", "Stalled"))]
+    if reason == "StatusUnreadable":
+        conditions.append(_condition(task, "Stalled", "True", reason, message, now=now))
+    return {
+        "phase": "Blocked",
+        "conditions": [model.dump(c) for c in conditions],
+        "observedGeneration": task.generation,
+    }
 
 
 def _condition(

@@ -14,11 +14,12 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
 from cronlet._common import handlerref, times
-from cronlet._core import crd, model, schedule
+from cronlet._core import crd, manifests, model, schedule
 from cronlet._core.model import TaskSpec
 from cronlet._core.views import TaskView
 
@@ -76,6 +77,8 @@ def compile_task(task: TaskView) -> tuple[TaskSpec, schedule.Schedule]:
                 schedule.parse_duration(text)
             except ValueError as exc:
                 raise InvalidSpec("InvalidSpec", f"spec.{field}: {exc}") from exc
+    if spec.pod_template:
+        _check_pod_template(spec, task)
     return spec, sched
 
 
@@ -108,6 +111,102 @@ def _check_handler(spec: TaskSpec, task: TaskView) -> None:
             f"{', '.join(sorted(known))}); use a registered name, a path package.module:Name, or set spec.image "
             "to an image that provides it",
         )
+
+
+def _check_pod_template(spec: TaskSpec, task: TaskView) -> None:
+    """What the operator's admin allows (``task.tenancy``), then what would make the API server refuse the Job
+    (or the kubelet its container) only because the podTemplate is merged with the executor's own fields."""
+    selector = task.tenancy.pod_template_selector
+    if selector is not None:
+        labels = task.namespace_labels or {}
+        if any(labels.get(k) != v for k, v in selector.items()):
+            wanted = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+            raise InvalidSpec(
+                "PodTemplateNotAllowed",
+                f"spec.podTemplate: the operator allows a podTemplate only in namespaces labelled {wanted}, and "
+                f"namespace {task.namespace} is not; remove spec.podTemplate or ask a cluster admin to label it",
+            )
+    template = spec.pod_template or {}
+    pod = _object(template.get("spec"), "spec.podTemplate.spec")
+    _object(template.get("metadata"), "spec.podTemplate.metadata")
+    containers = pod.get("containers")
+    if containers is not None and not isinstance(containers, list):
+        raise InvalidSpec("InvalidPodTemplate", "spec.podTemplate.spec.containers must be a list")
+    for index, container in enumerate(containers or []):
+        _object(container, f"spec.podTemplate.spec.containers[{index}]")
+    _check_service_accounts(pod, task)
+    found = manifests.template_executor(template)
+    index, executor = found if found is not None else (0, {})
+    where = f"spec.podTemplate.spec.containers[{index}]"
+    if spec.image and executor.get("image"):
+        raise InvalidSpec(
+            "InvalidPodTemplate",
+            f"spec.image and {where}.image are both set: choose the executor's image in one place (spec.image)",
+        )
+    ours = _object(executor.get("securityContext"), f"{where}.securityContext")
+    pod_context = _object(pod.get("securityContext"), "spec.podTemplate.spec.securityContext")
+    effective = {**manifests.EXECUTOR_SECURITY_CONTEXT, **ours}
+    if effective.get("allowPrivilegeEscalation") is False:
+        # The API server's own rule (ValidateSecurityContext): our allowPrivilegeEscalation: false stays unless
+        # the same securityContext turns it on.
+        if effective.get("privileged") is True:
+            raise InvalidSpec(
+                "InvalidPodTemplate",
+                f"{where}.securityContext.privileged: true cannot be merged with the executor's "
+                "allowPrivilegeEscalation: false (the API server refuses such a pod); set "
+                "allowPrivilegeEscalation: true beside it if the task must run privileged",
+            )
+        added = _object(effective.get("capabilities"), f"{where}.securityContext.capabilities").get("add")
+        for n, cap in enumerate(added if isinstance(added, list) else []):
+            if cap == "CAP_SYS_ADMIN":
+                raise InvalidSpec(
+                    "InvalidPodTemplate",
+                    f"{where}.securityContext.capabilities.add[{n}]: CAP_SYS_ADMIN cannot be merged with the "
+                    "executor's allowPrivilegeEscalation: false (the API server refuses such a pod); set "
+                    "allowPrivilegeEscalation: true beside it if the task needs it",
+                )
+    # The kubelet's rule (verifyRunAsNonRoot): the container's runAsUser, else the pod's, must not be 0 while
+    # runAsNonRoot holds; the pod would never start (CreateContainerConfigError).
+    user_field = f"{where}.securityContext.runAsUser"
+    user = ours.get("runAsUser")
+    if "runAsUser" not in ours:
+        user_field, user = "spec.podTemplate.spec.securityContext.runAsUser", pod_context.get("runAsUser")
+    if effective.get("runAsNonRoot") is True and type(user) is int and user == 0:
+        raise InvalidSpec(
+            "InvalidPodTemplate",
+            f"{user_field}: 0 cannot be merged with the executor's runAsNonRoot: true (the kubelet refuses to "
+            f"start the container); use a non-zero uid, or set {where}.securityContext.runAsNonRoot: false",
+        )
+
+
+def _check_service_accounts(pod: Mapping[str, Any], task: TaskView) -> None:
+    allowed = task.tenancy.allowed_service_accounts
+    if allowed is None:
+        return
+    # serviceAccount is the deprecated spelling, still honoured by the API server when serviceAccountName is
+    # unset: both are checked, or it would be a way around the list.
+    for field in ("serviceAccountName", "serviceAccount"):
+        name = pod.get(field)
+        if not name or name in allowed or f"{task.namespace}/{name}" in allowed:
+            continue
+        here = sorted(
+            a.split("/", 1)[-1] for a in allowed if "/" not in a or a.startswith(f"{task.namespace}/")
+        )
+        raise InvalidSpec(
+            "ServiceAccountNotAllowed",
+            f"spec.podTemplate.spec.{field}: the operator does not allow service account {name!r} "
+            f"(allowed here: {', '.join(here) or 'none but the namespace default'}); remove it, or ask a "
+            "cluster admin to allow it (--allowed-service-accounts)",
+        )
+
+
+def _object(value: object, where: str) -> Mapping[str, Any]:
+    """A podTemplate part that must be an object (absent: empty). The CRD keeps podTemplate free-form."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidSpec("InvalidPodTemplate", f"{where} must be an object")
+    return value
 
 
 # --------------------------------------------------------------------------- offline manifest check
@@ -186,7 +285,7 @@ def check_manifest(
         spec=spec,
         status=model.TaskStatus(),
         known_handlers=handlers,
-        default_image=not spec.get("image"),
+        default_image=not manifests.sets_image(spec),
     )
     try:
         _, sched = compile_task(view)

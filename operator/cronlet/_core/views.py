@@ -46,6 +46,19 @@ class JobObservation:
 
 
 @dataclass(frozen=True)
+class Tenancy:
+    """What the operator's admin allows a task's ``podTemplate`` (``cronlet operator`` flags).
+
+    ``allowed_service_accounts``: the service accounts a podTemplate may name, each ``name`` (in any namespace)
+    or ``namespace/name``; None allows any. ``pod_template_selector``: label pairs a task's namespace must all
+    carry for its podTemplate to be used; None allows a podTemplate in every namespace.
+    """
+
+    allowed_service_accounts: frozenset[str] | None = None
+    pod_template_selector: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class TaskView:
     """The ScheduledTask as read: identity, raw spec (validated by the decision) and current status."""
 
@@ -60,6 +73,8 @@ class TaskView:
     known_handlers: frozenset[str] | None = None  # None: do not check short names
     default_image: bool = True
     status_problem: str | None = None  # why the stored status cannot be read (then ``status`` is empty)
+    tenancy: Tenancy = Tenancy()
+    namespace_labels: Mapping[str, str] | None = None  # None: not known (read only with a namespace selector)
 
 
 @dataclass(frozen=True)
@@ -94,7 +109,12 @@ class RetryStarted:
     pass
 
 
-Observation = RunFinished | AttemptFinished | RetryStarted
+@dataclass(frozen=True)
+class EventsDropped:
+    count: int  # task events dropped from a full outbox
+
+
+Observation = RunFinished | AttemptFinished | RetryStarted | EventsDropped
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ or replaced run into a "vanished attempt" that gets retried.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,8 +33,10 @@ class FakeKube:
         self.gone = False  # the task was deleted behind the store's back (a watch gap)
         self.pods: dict[str, list[dict[str, Any]]] = {}
 
-    async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def create_job(self, manifest: dict[str, Any], *, not_after: float | None = None) -> dict[str, Any]:
         name = manifest["metadata"]["name"]
+        if not_after is not None and time.monotonic() > not_after:
+            raise kube.ClaimExpired(name)
         if name in self.jobs:
             raise kube.AlreadyExists(self.jobs[name])
         self.rv += 1
@@ -264,8 +267,12 @@ class Server:
         server = self
 
         class Client(FakeKube):
-            async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+            async def create_job(
+                self, manifest: dict[str, Any], *, not_after: float | None = None
+            ) -> dict[str, Any]:
                 name = manifest["metadata"]["name"]
+                if not_after is not None and time.monotonic() > not_after:
+                    raise kube.ClaimExpired(name)
                 if name in server.jobs:
                     raise kube.AlreadyExists(server.jobs[name])
                 server.rv += 1
@@ -330,6 +337,40 @@ def test_a_replica_with_a_stale_view_creates_nothing_once_the_job_is_gone() -> N
         assert server.task["status"]["counters"]["succeeded"] == 1
 
     asyncio.run(go())
+
+
+def test_a_job_the_api_server_refuses_leaves_the_task_blocked_not_without_a_phase() -> None:
+    sched, fk, clock = make({})
+
+    async def refuse(manifest: dict[str, Any], **_: object) -> dict[str, Any]:
+        raise kube.ApiFailure(403, 'jobs "t-1" is forbidden: exceeded quota: pods')
+
+    fk.create_job = refuse  # type: ignore[method-assign]
+
+    async def go() -> None:
+        clock[0] = T0 + timedelta(seconds=10.01)
+        with pytest.raises(kube.ApiFailure):
+            await sched.reconcile(("ns", "t"))
+
+    asyncio.run(go())
+    status = sched.store.tasks[("ns", "t")]["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["status"], ready["reason"]) == ("Blocked", "False", "JobCreateFailed")
+    assert "exceeded quota" in ready["message"]
+
+
+@pytest.mark.parametrize(
+    "broken", [{"active": "not a list"}, {"phase": "Running", "history": [{"outcome": "Exploded"}]}]
+)
+def test_an_unreadable_status_leaves_the_task_blocked_not_without_a_phase(broken: dict[str, Any]) -> None:
+    sched, fk, _ = make({})
+    body = sched.store.tasks[("ns", "t")]
+    sched.store.put_task({**body, "status": broken})
+    asyncio.run(sched.reconcile(("ns", "t")))
+    status = sched.store.tasks[("ns", "t")]["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["status"], ready["reason"]) == ("Blocked", "False", "StatusUnreadable")
+    assert fk.created == []
 
 
 def test_an_unreadable_status_is_stalled_at_the_tasks_generation() -> None:

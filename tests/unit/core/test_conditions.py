@@ -22,7 +22,7 @@ CONDITION = CONDITIONS["items"]
 def _time_fields(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for name, sub in (node.get("properties") or {}).items():
-        if name.endswith("Time"):
+        if name.endswith("Time") or name == "time":
             out.append((f"{path}.{name}", sub))
         out += _time_fields(sub, f"{path}.{name}")
     if "items" in node:

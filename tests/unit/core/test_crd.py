@@ -69,12 +69,14 @@ def test_spec_fields_and_defaults_match_the_contract() -> None:
         "successfulJobsHistoryLimit",
         "failedJobsHistoryLimit",
         "historyLimit",
+        "events",
     }
     defaults = {k: v.get("default") for k, v in props.items() if "default" in v}
     assert defaults == {
         "timeZone": "UTC",
         "maxRetries": 3,
         "backoff": {},
+        "events": {},
         "startTimeout": "10m",
         "concurrencyPolicy": "Forbid",
         "suspend": False,

@@ -719,13 +719,15 @@ def test_a_refused_job_keeps_ready_false_until_the_claimed_attempt_gets_its_job(
     waiting = step(then(t, first, status=refused), [], now=3601)
     ready = {c.type: c for c in waiting.status.conditions}["Ready"]
     assert (ready.status, ready.reason) == ("False", "JobCreateFailed")
+    assert waiting.status.phase == "Blocked"  # not Running: no Job runs
     created = step(then(t, first, status=refused), [job(3600, created=3600)], now=3602)
     ready = {c.type: c for c in created.status.conditions}["Ready"]
     assert (ready.status, ready.reason) == ("True", "Scheduled")
+    assert created.status.phase == "Running"
 
 
 def test_a_task_stored_with_v1alpha1_day_durations_still_runs() -> None:
-    # The API server refuses `1d` in new values now (change 15); a task stored before keeps running as it did.
+    # The API server refuses `1d` in new values now (change 16); a task stored before keeps running as it did.
     spec = {
         "timeout": "1d",
         "startTimeout": "1d",

@@ -381,3 +381,53 @@ def test_an_oom_killed_attempt_says_so() -> None:
         }
     }
     assert manifests.termination_message(done) == ("ok", 0)
+
+
+def test_the_executor_root_filesystem_is_read_only_with_an_empty_dir_at_tmp() -> None:
+    pod = build({})["spec"]["template"]["spec"]
+    (executor,) = pod["containers"]
+    assert executor["securityContext"]["readOnlyRootFilesystem"] is True
+    assert executor["volumeMounts"] == [{"name": "cronlet-tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "cronlet-tmp", "emptyDir": {}}]
+
+
+def test_a_task_opts_out_of_the_read_only_root_through_its_executor_container() -> None:
+    template = {
+        "spec": {"containers": [{"name": "executor", "securityContext": {"readOnlyRootFilesystem": False}}]}
+    }
+    (executor,) = build({"podTemplate": template})["spec"]["template"]["spec"]["containers"]
+    assert executor["securityContext"]["readOnlyRootFilesystem"] is False
+    assert executor["securityContext"]["allowPrivilegeEscalation"] is False  # the rest of ours stays
+
+
+def test_the_tmp_volume_is_merged_with_the_task_s_volumes_and_mounts() -> None:
+    config = {"name": "config", "configMap": {"name": "etl"}}
+    mount = {"name": "config", "mountPath": "/etc/etl"}
+    pod = build(
+        {
+            "podTemplate": {
+                "spec": {"volumes": [config], "containers": [{"name": "executor", "volumeMounts": [mount]}]}
+            }
+        }
+    )["spec"]["template"]["spec"]
+    assert pod["volumes"] == [config, {"name": "cronlet-tmp", "emptyDir": {}}]
+    assert pod["containers"][0]["volumeMounts"] == [mount, {"name": "cronlet-tmp", "mountPath": "/tmp"}]
+
+
+def test_a_task_s_own_tmp_volume_or_mount_at_tmp_replaces_cronlet_s() -> None:
+    sized = {"name": "cronlet-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}
+    pod = build({"podTemplate": {"spec": {"volumes": [sized]}}})["spec"]["template"]["spec"]
+    assert pod["volumes"] == [sized]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "cronlet-tmp", "mountPath": "/tmp"}]
+    scratch = {"name": "scratch", "mountPath": "/tmp/"}
+    pod = build(
+        {
+            "podTemplate": {
+                "spec": {
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                    "containers": [{"name": "executor", "volumeMounts": [scratch]}],
+                }
+            }
+        }
+    )["spec"]["template"]["spec"]
+    assert pod["containers"][0]["volumeMounts"] == [scratch]  # one mount at /tmp: the API server wants no two

@@ -220,7 +220,7 @@ GO_DURATIONS = [
     ("1500\u03bcs", 0.0015),
     ("3000000ns", 0.003),
 ]
-# Read by the operator but refused by the API server in new values: days (v1alpha1 before change 15), and a
+# Read by the operator but refused by the API server in new values: days (v1alpha1 before change 16), and a
 # bare number (the operator's own flags).
 LEGACY_DURATIONS = [("1d", 86400), ("1.5d", 129600), ("45", 45)]
 

@@ -394,9 +394,11 @@ def test_registered_short_name_resolves(tmp_path: Path, handler_dir: Path) -> No
 
 
 def test_console_script_runs_the_executor(tmp_path: Path, handler_dir: Path) -> None:
-    script = shutil.which("cronlet-execute")
-    if script is None:
-        pytest.skip("cronlet-execute is not installed (pip install -e .)")
+    # Installed beside this interpreter by `pip install -e ./handlers` (the Makefile's venv).
+    script = shutil.which("cronlet-execute", path=str(Path(sys.executable).parent))
+    assert script is not None, (
+        "cronlet-execute is not installed beside this Python (pip install -e ./handlers)"
+    )
     completed = subprocess.run(
         [script],
         env=_env(tmp_path, handler_dir, CRONLET_HANDLER="echo", CRONLET_PARAMETERS='{"k": 1}'),

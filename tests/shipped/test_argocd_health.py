@@ -139,3 +139,12 @@ def test_operations_md_carries_the_same_script() -> None:
     )
     assert found, "docs/operations.md has no argocd-cm health entry"
     assert textwrap.dedent(found.group(1)).strip() == SCRIPT.read_text().strip()
+
+
+def test_a_blocked_task_is_degraded() -> None:
+    task, st = _plan({}, 5)
+    patch = status.not_ready(task, reason="StatusUnreadable", message="bad", now=T0)
+    assert patch is not None
+    obj = _object(task, st)
+    obj["status"].update(patch)
+    assert health(obj) == ("Degraded", "StatusUnreadable: bad")

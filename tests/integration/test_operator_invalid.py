@@ -88,7 +88,8 @@ def test_api_server_rejects_what_the_schema_can_check(
 
 
 def test_a_job_the_api_server_refuses_sets_ready_false_and_recovers(tasks: Tasks) -> None:
-    # The CRD keeps podTemplate free-form; the Job built from it is what the API server validates.
+    # The CRD checks podTemplate's shape (PodTemplateSpec's schema), not what only the Job's validation checks,
+    # such as the syntax of a label key; that is found when the Job is created.
     tasks.create(
         "bad-template",
         {

@@ -70,8 +70,10 @@ def test_kubectl_get_shows_the_contract_columns(tasks: Tasks, kubeconfig: str, c
     kubectl = [str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig, "-n", tasks.ns]
     out = subprocess.run([*kubectl, "get", "st"], check=True, capture_output=True, text=True).stdout
     header, row = out.splitlines()[0].split(), out.splitlines()[1]
-    assert header == ["NAME", "SCHEDULE", "SUSPEND", "PHASE", "LAST", "RUN", "NEXT", "RUN", "AGE"]
-    assert "*/2 * * * * *" in row and "false" in row
+    assert header == [
+        "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "PHASE", "LAST", "SCHEDULE", "NEXT", "RUN", "AGE"
+    ]  # fmt: skip
+    assert "*/2 * * * * *" in row and "false" in row and "UTC" in row
     wide = subprocess.run(
         [*kubectl, "get", "st", "-o", "wide"], check=True, capture_output=True, text=True
     ).stdout
@@ -82,6 +84,32 @@ def test_kubectl_get_shows_the_contract_columns(tasks: Tasks, kubeconfig: str, c
     assert "seconds first" in " ".join(explain.split())  # kubectl wraps the description
     by_cat = subprocess.run([*kubectl, "get", "cronlet"], check=True, capture_output=True, text=True).stdout
     assert "cols" in by_cat
+
+
+def test_the_active_column_counts_unfinished_runs(tasks: Tasks, kubeconfig: str, cluster_bin: Path) -> None:
+    tasks.create(
+        "busy",
+        {
+            "schedule": "*/2 * * * * *",
+            "timeZone": "Europe/Berlin",
+            "handler": "sleep",
+            "parameters": {"seconds": 30},
+            "concurrencyPolicy": "Allow",
+        },
+    )
+    st = tasks.wait_status(
+        "busy", lambda s: len(s.get("active", [])) >= 2, timeout=30, what="two runs active"
+    )
+    kubectl = [str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig, "-n", tasks.ns]
+    out = subprocess.run(
+        [*kubectl, "get", "st", "busy", "--no-headers"], check=True, capture_output=True, text=True
+    )
+    fields = out.stdout.split()
+    # NAME, then the 6-field schedule, then TIMEZONE, SUSPEND, ACTIVE.
+    assert fields[7:9] == ["Europe/Berlin", "false"], out.stdout
+    assert int(fields[9]) >= 2, out.stdout
+    assert st["activeCount"] == len(st["active"])
+    tasks.patch_spec("busy", {"suspend": True})
 
 
 def test_interval_task_shows_its_interval_in_the_schedule_column(

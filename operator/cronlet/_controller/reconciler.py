@@ -291,7 +291,13 @@ class Reconciler:
         return reasons
 
     async def _mark_not_ready(
-        self, key: Key, body: dict[str, Any], view: TaskView, *, reason: str, message: str
+        self,
+        key: Key,
+        body: dict[str, Any],
+        view: TaskView,
+        *,
+        reason: model.ConditionReason,
+        message: str,
     ) -> None:
         """Say that no run can start (phase Blocked, Ready=False); nothing else changes, as none started."""
         patch = status.not_ready(view, reason=reason, message=message, now=self.clock())

@@ -21,7 +21,15 @@ from datetime import UTC, datetime, timedelta
 
 from cronlet._common import times
 from cronlet._core import events, naming, schedule, status, validation
-from cronlet._core.model import ActiveRun, Counters, EventKind, HistoryEntry, OutboxEntry, TaskSpec
+from cronlet._core.model import (
+    ActiveRun,
+    ConditionReason,
+    Counters,
+    EventKind,
+    HistoryEntry,
+    OutboxEntry,
+    TaskSpec,
+)
 from cronlet._core.views import (
     AttemptFinished,
     Event,
@@ -189,7 +197,7 @@ class _Pass:
         self.last_schedule = times.parse_optional(old.last_schedule_time)
         self.last_success = times.parse_optional(old.last_successful_time)
         self.last_result = old.last_result
-        self.run_result: tuple[bool, str, str] | None = None
+        self.run_result: tuple[bool, ConditionReason, str] | None = None
         self.next_due: datetime | None = None
         self.cursor = times.parse_optional(old.last_due_time)  # the most recent due time handled
         self.started: set[str] = set()  # run ids started by this pass
@@ -387,6 +395,7 @@ class _Pass:
             why = "AttemptTimedOut" if failure is Failure.TIMEOUT else "AttemptFailed"
             self._emit_retrying(entry, why, message, at=ended)
             return self._retry_when_due(entry, retry_at)
+        reason: ConditionReason
         if failure is Failure.PERMANENT:
             reason, text = "PermanentFailure", f"run of {entry.scheduled_time} failed permanently: {message}"
         else:
@@ -416,7 +425,7 @@ class _Pass:
         self._finish(entry, "Failed", None, text, reason="AttemptNotStarted")
         summary = f"run of {entry.scheduled_time} failed after {entry.attempt} attempts: {text}"
         summary = _clip(summary, EVENT_MESSAGE_LIMIT)
-        reason = "RetriesExhausted" if entry.attempt > 1 else "AttemptNotStarted"
+        reason: ConditionReason = "RetriesExhausted" if entry.attempt > 1 else "AttemptNotStarted"
         self.run_result = (False, reason, summary)
         if entry.attempt > 1:
             self.events.append(Event("Warning", "RetriesExhausted", summary))

@@ -26,7 +26,13 @@ SCHEDULED_TIME_ANNOTATION = "cronlet.dev/scheduled-time"
 TASK_NAME_ANNOTATION = "cronlet.dev/task-name"
 MAX_PARAMETERS_BYTES = 64 * 1024
 
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+# A Go duration as time.ParseDuration (and so metav1.Duration and CEL's duration()) reads it, without a sign:
+# 30s, 1h30m, 1.5s, 500ms, .5h, 0. v1alpha1 accepted "d" (days) before; the operator still reads stored values
+# with it (schedule.parse_duration), the API server refuses it in new ones (docs/api.md, change 16).
+_MICRO = "u\u00b5\u03bc"  # us, the micro sign and the Greek mu: Go reads all three as microseconds
+DURATION_PATTERN = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|[" + _MICRO + r"]s|ms|s|m|h))+)$"
+DURATION_MAX_LENGTH = 64
+_DURATION_HELP = "A Go duration (time.ParseDuration, as metav1.Duration): 30s, 5m, 1h30m, 1.5s, 500ms."
 
 Outcome = Literal["Succeeded", "Failed", "Skipped", "Missed", "Replaced"]
 EventKind = Literal["started", "retrying", "succeeded", "failed", "skipped", "missed", "replaced"]
@@ -42,15 +48,51 @@ def json_bytes(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
+# CEL rules on durations. has(): the schema's default ({}) is checked before its fields are defaulted. A value
+# with "d" is one stored before change 16 (no Go unit has a "d"): CEL's duration() cannot read it, and the API
+# server re-runs an object's rules on every write of the object, not only when the field changed, so the rule
+# passes it over; the field's pattern still refuses "d" in a new value.
+_BACKOFF_RULE = (
+    "!has(self.initialDelay) || !has(self.maxDelay) || self.initialDelay.contains('d') || "
+    "self.maxDelay.contains('d') || duration(self.maxDelay) >= duration(self.initialDelay)"
+)
+_INTERVAL_RULE = "self.contains('d') || duration(self) >= duration('1s')"
+
+
+def _duration(
+    default: str | None,
+    *,
+    alias: str | None = None,
+    description: str,
+    rules: list[dict[str, str]] | None = None,
+) -> Any:
+    """A duration field. The pattern is the API server's to enforce (in the CRD), not the model's: the operator
+    must go on reading values stored before the pattern was narrowed, which ``schedule.parse_duration`` reads."""
+    schema: dict[str, Any] = {"pattern": DURATION_PATTERN, "maxLength": DURATION_MAX_LENGTH}
+    if rules:
+        schema["x-kubernetes-validations"] = rules
+    return Field(
+        default, alias=alias, description=f"{description} {_DURATION_HELP}", json_schema_extra=schema
+    )
+
+
 class Backoff(_Model):
     """How long to wait between the attempts of one run."""
 
-    initial_delay: str = Field(
-        "10s",
-        alias="initialDelay",
-        pattern=DURATION_PATTERN,
-        description="Delay before the first retry, as a duration such as 10s, 1m or 1h30m.",
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": _BACKOFF_RULE,
+                    "message": "backoff.maxDelay must not be shorter than backoff.initialDelay",
+                    "reason": "FieldValueInvalid",
+                    "fieldPath": ".maxDelay",
+                }
+            ]
+        }
     )
+
+    initial_delay: str = _duration("10s", alias="initialDelay", description="Delay before the first retry.")
     multiplier: float = Field(
         2.0,
         ge=1,
@@ -58,11 +100,10 @@ class Backoff(_Model):
         description="Each further retry waits this many times longer than the one before "
         "(1 = a constant delay).",
     )
-    max_delay: str = Field(
+    max_delay: str = _duration(
         "10m",
         alias="maxDelay",
-        pattern=DURATION_PATTERN,
-        description="Upper bound on one delay, whatever the multiplier gives.",
+        description="Upper bound on one delay, whatever the multiplier gives; at least initialDelay.",
     )
     jitter: float = Field(
         0.1,
@@ -100,13 +141,11 @@ class TaskSpec(_Model):
             "interval."
         ),
     )
-    interval: str | None = Field(
+    interval: str | None = _duration(
         None,
-        pattern=DURATION_PATTERN,
-        description=(
-            "Fixed-rate schedule as a duration (30s, 5m, 1h30m): due at creation time + n x interval. "
-            "Set exactly one of schedule or interval."
-        ),
+        description="Fixed-rate schedule: due at the task's creation time + n x interval, n >= 1; at least 1s, "
+        "whole milliseconds. Set exactly one of schedule or interval.",
+        rules=[{"rule": _INTERVAL_RULE, "message": "interval must be at least 1s"}],
     )
     time_zone: str = Field(
         "UTC",
@@ -155,7 +194,9 @@ class TaskSpec(_Model):
             "but one that cannot be merged (privileged or CAP_SYS_ADMIN without allowPrivilegeEscalation: true, "
             "runAsUser 0 without runAsNonRoot: false) makes the task Invalid (InvalidPodTemplate) before any "
             "Job is created. The operator's admin may restrict service accounts and the namespaces that may "
-            "use podTemplate."
+            "use podTemplate. Checked by the API server against "
+            "Kubernetes' PodTemplateSpec schema (metadata: labels and annotations only; containers may be left "
+            "out)."
         ),
     )
     max_retries: int = Field(
@@ -166,24 +207,18 @@ class TaskSpec(_Model):
         description=("Retries after the first failed attempt of a run (0 = never retry)."),
     )
     backoff: Backoff = Field(default_factory=Backoff, description="Delays between retries.")
-    timeout: str | None = Field(
+    timeout: str | None = _duration(
         None,
-        pattern=DURATION_PATTERN,
-        description=(
-            "Limit on one attempt (the Job's activeDeadlineSeconds). A timed-out attempt is a retryable "
-            "failure."
-        ),
+        description="Limit on one attempt (the Job's activeDeadlineSeconds, whole seconds, at least 1). A "
+        "timed-out attempt is a retryable failure.",
     )
-    start_timeout: str = Field(
+    start_timeout: str = _duration(
         "10m",
         alias="startTimeout",
-        pattern=DURATION_PATTERN,
-        description=(
-            "Limit on the time from an attempt's Job being created until its pod runs (scheduled, image pulled, "
-            "container started). An attempt that has not started by then fails with the reason "
-            "(Unschedulable, ImagePullBackOff, ErrImagePull, CreateContainerConfigError, FailedCreate, ...), its "
-            "Job is deleted, and it is retried like any failed attempt. 0s turns the limit off."
-        ),
+        description="Limit on the time from an attempt's Job being created until its pod runs (scheduled, image "
+        "pulled, container started). An attempt that has not started by then fails with the reason "
+        "(Unschedulable, ImagePullBackOff, ErrImagePull, CreateContainerConfigError, FailedCreate, ...), its "
+        "Job is deleted, and it is retried like any failed attempt. 0s turns the limit off.",
     )
     concurrency_policy: Literal["Allow", "Forbid", "Replace"] = Field(
         "Forbid",
@@ -227,44 +262,109 @@ class TaskSpec(_Model):
     )
 
 
+# metav1.Condition's own validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go), copied into the CRD so the
+# API server refuses what `kubectl wait --for=condition=...`, kstatus and Argo CD could not read.
+_DNS_PREFIX = r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+CONDITION_TYPE_PATTERN = rf"^{_DNS_PREFIX}(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_REASON_MAX = 1024
+CONDITION_MESSAGE_MAX = 32768
+
+# Stalled is kstatus' (and Flux's) "abnormal-true" condition: present, True, only while the task cannot run
+# until someone changes it (an invalid spec, an unreadable status); kstatus then reports Failed, not Current.
+ConditionType = Literal["Ready", "LastRunSucceeded", "Stalled"]
+# Every reason the operator can put in a condition: mypy refuses any other string where a reason goes
+# (InvalidSpec, ScheduleError, the status builder), and a unit test checks each against the pattern above.
+ConditionReason = Literal[
+    # Ready=True
+    "Scheduled",
+    "Suspended",
+    # Ready=False: the spec cannot be run (cronlet._core.validation, cronlet._core.schedule)
+    "InvalidSchedule",
+    "UnknownTimeZone",
+    "InvalidInterval",
+    "UnknownHandler",
+    "ParametersTooLarge",
+    "InvalidSpec",
+    "InvalidPodTemplate",
+    "PodTemplateNotAllowed",
+    "ServiceAccountNotAllowed",
+    # Ready=False: the operator cannot act (cronlet._controller.reconciler)
+    "JobCreateFailed",
+    "StatusUnreadable",
+    # LastRunSucceeded
+    "Succeeded",
+    "RetriesExhausted",
+    "PermanentFailure",
+    "AttemptNotStarted",
+]
+
+
+def _time(description: str, *, alias: str, required: bool = False) -> Any:
+    """A field holding an RFC 3339 instant: ``format: date-time`` in the CRD, as metav1.Time fields have."""
+    extra: dict[str, Any] = {"format": "date-time"}
+    if required:
+        return Field(..., alias=alias, description=description, json_schema_extra=extra)
+    return Field(None, alias=alias, description=description, json_schema_extra=extra)
+
+
 class Condition(_Model):
-    type: str = Field(..., description="Ready or LastRunSucceeded.")
-    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
-    reason: str = Field("", description="CamelCase reason, such as InvalidSchedule or RetriesExhausted.")
-    message: str = Field("", description="Human-readable explanation.")
-    last_transition_time: str = Field(
-        "", alias="lastTransitionTime", description="When status last changed (RFC 3339)."
+    """One condition, in the shape of metav1.Condition."""
+
+    type: str = Field(
+        ...,
+        pattern=CONDITION_TYPE_PATTERN,
+        max_length=316,
+        description="Ready (the task is scheduled and the operator can act on it), LastRunSucceeded, or Stalled "
+        "(True while the task cannot run until its spec or status is fixed).",
     )
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     observed_generation: int | None = Field(
-        None, alias="observedGeneration", description="Generation of the spec this condition was set for."
+        None,
+        alias="observedGeneration",
+        ge=0,
+        description="metadata.generation of the task when this condition was set; older than the task's "
+        "generation means the condition is out of date.",
+    )
+    last_transition_time: str = _time(
+        "When status last changed from one value to another (RFC 3339).",
+        alias="lastTransitionTime",
+        required=True,
+    )
+    reason: str = Field(
+        ...,
+        min_length=1,
+        max_length=CONDITION_REASON_MAX,
+        pattern=CONDITION_REASON_PATTERN,
+        description="CamelCase reason for the last transition, such as Scheduled, InvalidSchedule or "
+        "RetriesExhausted.",
+    )
+    message: str = Field(
+        ..., max_length=CONDITION_MESSAGE_MAX, description="Human-readable explanation (may be empty)."
     )
 
 
 class ActiveRun(_Model):
     job_name: str = Field(..., alias="jobName", description="Job of the current (or last failed) attempt.")
-    scheduled_time: str = Field(..., alias="scheduledTime", description="Due time of the run (RFC 3339).")
+    scheduled_time: str = _time("Due time of the run (RFC 3339).", alias="scheduledTime", required=True)
     attempt: int = Field(..., description="Attempt number of jobName (1 = first try).")
     run_id: str = Field("", alias="runId", description="Identifier of the run, shared by its attempts.")
-    start_time: str = Field("", alias="startTime", description="When the first attempt started (RFC 3339).")
-    next_retry_time: str | None = Field(
-        None,
+    start_time: str | None = _time("When the first attempt started (RFC 3339).", alias="startTime")
+    next_retry_time: str | None = _time(
+        "Set while the run waits out a backoff: when the next attempt starts (RFC 3339).",
         alias="nextRetryTime",
-        description=("Set while the run waits out a backoff: when the next attempt starts (RFC 3339)."),
     )
-    claim_time: str | None = Field(
-        None,
+    claim_time: str | None = _time(
+        "When this attempt was claimed (RFC 3339): the operator writes the attempt here before it creates its "
+        "Job, so a replica with a stale view, whose write is refused, creates nothing.",
         alias="claimTime",
-        description=(
-            "When this attempt was claimed (RFC 3339): the operator writes the attempt here before it creates "
-            "its Job, so a replica with a stale view, whose write is refused, creates nothing."
-        ),
     )
 
 
 class HistoryEntry(_Model):
-    scheduled_time: str = Field(..., alias="scheduledTime", description="Due time of the run (RFC 3339).")
-    start_time: str | None = Field(None, alias="startTime", description="First attempt start (RFC 3339).")
-    completion_time: str | None = Field(None, alias="completionTime", description="When the run ended.")
+    scheduled_time: str = _time("Due time of the run (RFC 3339).", alias="scheduledTime", required=True)
+    start_time: str | None = _time("First attempt start (RFC 3339).", alias="startTime")
+    completion_time: str | None = _time("When the run ended (RFC 3339).", alias="completionTime")
     attempts: int = Field(0, description="Attempts made (0 for Skipped and Missed).")
     outcome: Outcome = Field(..., description="Succeeded, Failed, Skipped, Missed or Replaced.")
     message: str = Field("", description="The handler's result message (truncated), or why it did not run.")
@@ -278,20 +378,18 @@ class OutboxEntry(_Model):
     kind: EventKind = Field(
         ..., description="started, retrying, succeeded, failed, skipped, missed or replaced."
     )
-    time: str = Field(..., description="When the transition happened (RFC 3339).")
+    time: str = _time("When the transition happened (RFC 3339).", alias="time", required=True)
     run_id: str = Field(..., alias="runId", description="The run's identifier.")
     attempt: int = Field(0, description="The attempt the event is about (0 when none started).")
-    scheduled_time: str = Field(..., alias="scheduledTime", description="Due time of the run (RFC 3339).")
+    scheduled_time: str = _time("Due time of the run (RFC 3339).", alias="scheduledTime", required=True)
     manual: bool = Field(False, description="A run started by run-now.")
     job_name: str | None = Field(None, alias="jobName", description="The attempt's Job.")
     reason: str | None = Field(None, description="Why (for retrying, failed, skipped, missed, replaced).")
     message: str | None = Field(None, description="The handler's message or the operator's, clipped.")
-    start_time: str | None = Field(
-        None, alias="startTime", description="When the run's first attempt started."
-    )
-    completion_time: str | None = Field(None, alias="completionTime", description="When the run ended.")
-    next_retry_time: str | None = Field(
-        None, alias="nextRetryTime", description="For retrying: next attempt."
+    start_time: str | None = _time("When the run's first attempt started (RFC 3339).", alias="startTime")
+    completion_time: str | None = _time("When the run ended (RFC 3339).", alias="completionTime")
+    next_retry_time: str | None = _time(
+        "For retrying: when the next attempt starts (RFC 3339).", alias="nextRetryTime"
     )
     count: int | None = Field(None, description="For missed: how many due times one entry stands for.")
 
@@ -333,33 +431,39 @@ class TaskStatus(_Model):
             "run starts until that is resolved). The Ready condition's reason says why."
         ),
     )
-    conditions: list[Condition] = Field(default_factory=list, description="Ready and LastRunSucceeded.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, LastRunSucceeded and, while the task cannot run, Stalled; as metav1.Condition (one of "
+        "each type at most).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     observed_generation: int | None = Field(
         None, alias="observedGeneration", description="Generation of the spec last acted on."
     )
-    next_run_time: str | None = Field(
-        None,
-        alias="nextRunTime",
-        description="Next due time (RFC 3339, UTC); absent while suspended or invalid.",
+    next_run_time: str | None = _time(
+        "Next due time (RFC 3339, UTC); absent while suspended or invalid.", alias="nextRunTime"
     )
-    last_schedule_time: str | None = Field(
-        None, alias="lastScheduleTime", description="Due time of the most recent run started."
+    last_schedule_time: str | None = _time(
+        "Due time of the most recent run started (RFC 3339).", alias="lastScheduleTime"
     )
-    last_successful_time: str | None = Field(
-        None, alias="lastSuccessfulTime", description="Completion time of the most recent successful run."
+    last_successful_time: str | None = _time(
+        "Completion time of the most recent successful run (RFC 3339).", alias="lastSuccessfulTime"
     )
-    last_due_time: str | None = Field(
-        None,
+    last_due_time: str | None = _time(
+        "Most recent due time handled (started, skipped or recorded missed); the next one is computed after "
+        "it, so a restart neither repeats nor loses a due time.",
         alias="lastDueTime",
-        description=(
-            "Most recent due time handled (started, skipped or recorded missed); the next one is computed after "
-            "it, so a restart neither repeats nor loses a due time."
-        ),
     )
     last_result: str | None = Field(
         None, alias="lastResult", description="Outcome of the most recent finished run."
     )
     active: list[ActiveRun] = Field(default_factory=list, description="Unfinished runs.")
+    active_count: int | None = Field(
+        None,
+        alias="activeCount",
+        ge=0,
+        description="Number of entries in active (the ACTIVE column: a printer column cannot count a list).",
+    )
     current_attempt: int | None = Field(
         None,
         alias="currentAttempt",
@@ -369,8 +473,8 @@ class TaskStatus(_Model):
             "while no run is retrying. With several, the highest."
         ),
     )
-    next_retry_time: str | None = Field(
-        None, alias="nextRetryTime", description="For a run that is retrying: when the next attempt starts."
+    next_retry_time: str | None = _time(
+        "For a run that is retrying: when the next attempt starts (RFC 3339).", alias="nextRetryTime"
     )
     history: list[HistoryEntry] = Field(
         default_factory=list, description="Newest first, at most spec.historyLimit entries."

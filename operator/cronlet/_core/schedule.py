@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError, CroniterError
 
+from cronlet._core.model import ConditionReason
+
 MACROS: dict[str, str] = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -43,7 +45,7 @@ _TRANSITION_WINDOW = timedelta(hours=3)
 class ScheduleError(ValueError):
     """A schedule that cannot be used. ``reason`` is the CamelCase condition reason for the user."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: ConditionReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -90,26 +92,49 @@ class DueRuns:
 # --------------------------------------------------------------------------- durations
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Go's time.ParseDuration, unsigned: what metav1.Duration, kubectl --timeout and the CRD's CEL duration()
+# read. "d" (24h) is read too, for specs stored before v1alpha1 took Go's format (model.DURATION_PATTERN no
+# longer admits it); a bare number (seconds) only for the operator's own flags.
+_DURATION_PART = re.compile("([0-9]*)(?:\\.([0-9]*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h|d)")
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,  # micro sign
+    "\u03bcs": 1_000,  # Greek mu
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}
+_MAX_NS = 2**63 - 1  # Go's Duration is an int64 of nanoseconds
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``30s``, ``5m``, ``1h30m``, ``250ms``, ``1d``; a bare number means seconds."""
+    """Parse a Go duration (``30s``, ``1h30m``, ``1.5s``, ``500ms``, ``.5h``, ``0``), as time.ParseDuration does.
+
+    Also read: ``1d`` (24h, the unit v1alpha1 accepted before; the API server now refuses it in new values) and
+    a bare number of seconds (``45``, for flags). Sub-microsecond remainders are rounded (timedelta's resolution).
+    """
     s = text.strip()
     if re.fullmatch(r"\d+(\.\d+)?", s):
         return timedelta(seconds=float(s))
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(s):
-        if m.start() != pos:
+    pos, total = 0, 0
+    for m in _DURATION_PART.finditer(s):
+        whole, frac, unit = m.group(1), m.group(2), m.group(3)
+        if m.start() != pos or not (whole or frac):
             break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        scale = _UNIT_NS[unit]
+        total += int(whole or "0") * scale + (int(frac) * scale // 10 ** len(frac) if frac else 0)
         pos = m.end()
     if pos != len(s) or not s:
         raise ValueError(
-            f"invalid duration {text!r}: use a number with units ms, s, m, h, d (like 30s or 1h30m)"
+            f"invalid duration {text!r}: use a Go duration, numbers with units h, m, s, ms, us, ns "
+            "(like 30s, 1h30m, 1.5s or 500ms)"
         )
-    return timedelta(seconds=total)
+    if total > _MAX_NS:
+        raise ValueError(f"invalid duration {text!r}: longer than Go's limit of about 292 years")
+    return timedelta(microseconds=total / 1000)
 
 
 def format_duration(delta: timedelta) -> str:

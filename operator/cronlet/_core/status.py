@@ -8,10 +8,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from cronlet._common import times
 from cronlet._core import model, naming
-from cronlet._core.model import ActiveRun, Condition, Counters, HistoryEntry, Phase, TaskSpec, TaskStatus
+from cronlet._core.model import (
+    CONDITION_MESSAGE_MAX,
+    ActiveRun,
+    Condition,
+    ConditionReason,
+    ConditionType,
+    Counters,
+    HistoryEntry,
+    Phase,
+    TaskSpec,
+    TaskStatus,
+)
 from cronlet._core.views import TaskView
 
 DEFAULT_HISTORY_LIMIT = 10  # while the spec cannot be read
@@ -29,14 +41,14 @@ class Outcome:
     last_schedule: datetime | None
     last_success: datetime | None
     last_result: str | None
-    run_result: tuple[bool, str, str] | None  # LastRunSucceeded: (ok, reason, message)
+    run_result: tuple[bool, ConditionReason, str] | None  # LastRunSucceeded: (ok, reason, message)
     next_due: datetime | None
     run_now_token: str | None
     awaiting_create: bool = False  # a claimed attempt whose Job is not created yet
 
 
 def build(
-    task: TaskView, *, spec: TaskSpec | None, invalid: tuple[str, str] | None, outcome: Outcome
+    task: TaskView, *, spec: TaskSpec | None, invalid: tuple[ConditionReason, str] | None, outcome: Outcome
 ) -> TaskStatus:
     """The complete new status. ``invalid`` is (reason, message) for a spec the operator cannot run."""
     old = task.status
@@ -63,6 +75,8 @@ def build(
         message = f"next run at {nxt}" if nxt else "scheduled"
         ready = _condition(task, "Ready", "True", "Scheduled", message, now=outcome.now)
     conditions = [ready]
+    if invalid is not None:
+        conditions.append(_condition(task, "Stalled", "True", *invalid, now=outcome.now))
     previous_run = next((c for c in old.conditions if c.type == "LastRunSucceeded"), None)
     if outcome.run_result is not None:
         ok, reason, message = outcome.run_result
@@ -84,6 +98,7 @@ def build(
         last_due_time=_optional_time(outcome.cursor),
         last_result=outcome.last_result,
         active=list(outcome.active),
+        active_count=len(outcome.active),
         current_attempt=max(retrying, default=None),
         next_retry_time=retry.next_retry_time if retry else None,
         history=history,
@@ -109,38 +124,84 @@ def _phase(outcome: Outcome, *, invalid: bool, blocked: bool, suspended: bool) -
     return "Scheduled"
 
 
-def not_ready(task: TaskView, *, reason: str, message: str, now: datetime) -> dict[str, object] | None:
+def not_ready(
+    task: TaskView, *, reason: ConditionReason, message: str, now: datetime
+) -> dict[str, object] | None:
     """The status patch that says a run cannot start for a reason outside the spec (``JobCreateFailed``,
     ``StatusUnreadable``): phase ``Blocked`` and Ready=False, nothing else changed. None if it says so already.
 
     Every Ready=False comes with a phase, so the PHASE column is never blank: ``Invalid`` when the spec must be
-    fixed (``build``), ``Blocked`` for these.
+    fixed (``build``), ``Blocked`` for these. A status that cannot be read stops the task until someone fixes
+    it: Stalled=True too (kstatus reads Failed); a refused Job is retried, so it is not stalled.
+    ``observedGeneration`` says which generation was looked at, as kstatus needs.
     """
     message = message[:1024]
     ready = next((c for c in task.status.conditions if c.type == "Ready"), None)
     if (
         task.status.phase == "Blocked"
+        and task.status.observed_generation == task.generation
         and ready is not None
         and (ready.status, ready.reason, ready.message) == ("False", reason, message)
     ):
         return None
     new = _condition(task, "Ready", "False", reason, message, now=now)
-    conditions = [new, *(c for c in task.status.conditions if c.type != "Ready")]
-    return {"phase": "Blocked", "conditions": [model.dump(c) for c in conditions]}
+    conditions = [new, *(c for c in task.status.conditions if c.type not in ("Ready", "Stalled"))]
+    if reason == "StatusUnreadable":
+        conditions.append(_condition(task, "Stalled", "True", reason, message, now=now))
+    return {
+        "phase": "Blocked",
+        "conditions": [model.dump(c) for c in conditions],
+        "observedGeneration": task.generation,
+    }
 
 
 def _condition(
-    task: TaskView, kind: str, status: str, reason: str, message: str, *, now: datetime
+    task: TaskView,
+    kind: ConditionType,
+    status: Literal["True", "False", "Unknown"],
+    reason: ConditionReason,
+    message: str,
+    *,
+    now: datetime,
 ) -> Condition:
-    old = next((c for c in task.status.conditions if c.type == kind), None)
+    return condition(
+        task.status.conditions,
+        kind=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        generation=task.generation,
+        now=now,
+    )
+
+
+def condition(
+    previous: Sequence[Condition],
+    *,
+    kind: ConditionType,
+    status: Literal["True", "False", "Unknown"],
+    reason: ConditionReason,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> Condition:
+    """One condition as metav1.Condition has it; the only place a condition is made, so every one fits the CRD.
+
+    ``lastTransitionTime`` moves only when ``status`` changes (kept from ``previous`` otherwise); the message is
+    cut to the schema's 32768 characters; the reason is one of ``model.ConditionReason``, all of which match
+    the schema's pattern (tests/unit/core/test_conditions.py).
+    """
+    old = next((c for c in previous if c.type == kind), None)
     since = old.last_transition_time if old is not None and old.status == status else times.rfc3339(now)
+    if len(message) > CONDITION_MESSAGE_MAX:
+        message = message[: CONDITION_MESSAGE_MAX - 1] + "…"
     return Condition(
         type=kind,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         reason=reason,
         message=message,
         last_transition_time=since,
-        observed_generation=task.generation,
+        observed_generation=generation,
     )
 
 

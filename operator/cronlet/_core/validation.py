@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,7 +30,7 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 class InvalidSpec(Exception):
     """A spec the operator cannot run. ``reason`` is the CamelCase condition reason shown to the user."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: model.ConditionReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
@@ -268,9 +268,12 @@ def check_manifest(
     if unknown:
         return Verdict(name, "InvalidSpec", "; ".join(unknown))
     try:
-        parse_spec(spec, strict=True)
+        parsed = parse_spec(spec, strict=True)
     except InvalidSpec as exc:
         return Verdict(name, exc.reason, exc.message)
+    refused = _api_server_rules(parsed)
+    if refused is not None:
+        return Verdict(name, "InvalidSpec", refused)
     if ("schedule" in spec) == ("interval" in spec):
         return Verdict(name, "InvalidSchedule", "set exactly one of spec.schedule or spec.interval")
     view = TaskView(
@@ -289,6 +292,25 @@ def check_manifest(
     except InvalidSpec as exc:
         return Verdict(name, exc.reason, exc.message)
     return Verdict(name, None, next_due=schedule.next_after(sched, now))
+
+
+def _api_server_rules(spec: TaskSpec) -> str | None:
+    """The CRD's duration pattern and CEL rules, as the API server applies them to a new object."""
+    durations = (
+        ("interval", spec.interval),
+        ("timeout", spec.timeout),
+        ("startTimeout", spec.start_timeout),
+        ("backoff.initialDelay", spec.backoff.initial_delay),
+        ("backoff.maxDelay", spec.backoff.max_delay),
+    )
+    for field, text in durations:
+        if text is not None and not re.fullmatch(model.DURATION_PATTERN, text):
+            return f"spec.{field}: {text!r} is not a Go duration (such as 30s, 1h30m, 1.5s or 500ms)"
+    if spec.interval is not None and schedule.parse_duration(spec.interval) < timedelta(seconds=1):
+        return "spec.interval: interval must be at least 1s"
+    if schedule.parse_duration(spec.backoff.max_delay) < schedule.parse_duration(spec.backoff.initial_delay):
+        return "spec.backoff.maxDelay: backoff.maxDelay must not be shorter than backoff.initialDelay"
+    return None
 
 
 def _resource_problem(
@@ -324,7 +346,17 @@ def _wire(value: object) -> object:
 
 def _unknown_fields(value: object, node: Mapping[str, object], path: str) -> Iterator[str]:
     """Fields the CRD schema does not know. kubectl's default (strict field validation) rejects them."""
+    items = node.get("items")
+    if isinstance(value, list) and isinstance(items, Mapping):
+        for i, item in enumerate(value):
+            yield from _unknown_fields(item, items, f"{path}[{i}]")
+        return
     if not isinstance(value, Mapping) or node.get("x-kubernetes-preserve-unknown-fields"):
+        return
+    values = node.get("additionalProperties")
+    if isinstance(values, Mapping):  # a map (labels, nodeSelector, resources.limits): any key, typed values
+        for key, sub in value.items():
+            yield from _unknown_fields(sub, values, f"{path}.{key}")
         return
     props = node.get("properties") or {}
     assert isinstance(props, Mapping)

@@ -270,7 +270,15 @@ def test_validate_ok_prints_the_first_due_time(capsys: pytest.CaptureFixture[str
             "spec.concurrencyPolicy",
         ),
         ("interval pattern", "{interval: 5 minutes, handler: echo}", "InvalidSpec", "spec.interval"),
-        ("interval below 1s", "{interval: 500ms, handler: echo}", "InvalidInterval", "shorter than 1s"),
+        ("interval below 1s", "{interval: 500ms, handler: echo}", "InvalidSpec", "at least 1s"),
+        ("days are not a Go unit", "{interval: 1d, handler: echo}", "InvalidSpec", "not a Go duration"),
+        ("a sign", '{schedule: "@daily", handler: echo, timeout: "-5s"}', "InvalidSpec", "spec.timeout"),
+        (
+            "maxDelay below initialDelay",
+            '{schedule: "@daily", handler: echo, backoff: {initialDelay: 2m, maxDelay: 90s}}',
+            "InvalidSpec",
+            "backoff.maxDelay must not be shorter than backoff.initialDelay",
+        ),
         (
             "unknown field",
             '{schedule: "@daily", handler: echo, retries: 3}',
@@ -282,6 +290,13 @@ def test_validate_ok_prints_the_first_due_time(capsys: pytest.CaptureFixture[str
             '{schedule: "@daily", handler: echo, backoff: {initial: 1s}}',
             "InvalidSpec",
             'unknown field "spec.backoff.initial"',
+        ),
+        (
+            "typo in podTemplate",
+            '{schedule: "@daily", handler: echo, podTemplate: {spec: {containers: [{name: executor, '
+            "imagePullPolice: Always}]}}}",
+            "InvalidSpec",
+            'unknown field "spec.podTemplate.spec.containers[0].imagePullPolice"',
         ),
         (
             "unknown time zone",
@@ -311,7 +326,18 @@ def test_validate_reasons(
         ("unregistered name with its own image", '{schedule: "@daily", handler: custom, image: "acme/h:1"}'),
         ("path handler", '{schedule: "@daily", handler: "acme.jobs:Nightly"}'),
         ("null fields count as unset", '{schedule: "@daily", interval: null, suspend: null, handler: echo}'),
+        (
+            "a full podTemplate",
+            '{schedule: "@daily", handler: echo, podTemplate: {metadata: {labels: {team: a}}, spec: {'
+            "nodeSelector: {disk: ssd}, containers: [{name: executor, resources: {limits: {memory: 1Gi, cpu: 1}}, "
+            "env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]}}}",
+        ),
         ("integer where a number is expected", "{interval: 30s, handler: echo, backoff: {multiplier: 3}}"),
+        (
+            "Go durations",
+            '{interval: 1h30m, handler: echo, timeout: 1.5s, startTimeout: "0", '
+            "backoff: {initialDelay: .5s, maxDelay: 500ms}}",
+        ),
     ],
 )
 def test_validate_accepts(capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str, spec: str) -> None:

@@ -371,3 +371,25 @@ def test_an_unreadable_status_leaves_the_task_blocked_not_without_a_phase(broken
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (status["phase"], ready["status"], ready["reason"]) == ("Blocked", "False", "StatusUnreadable")
     assert fk.created == []
+
+
+def test_an_unreadable_status_is_stalled_at_the_tasks_generation() -> None:
+    # kstatus reads Stalled=True as Failed and needs observedGeneration == generation to trust the conditions.
+    async def go() -> None:
+        s, _, clock = make({})
+        key = ("ns", "t")
+        body = s.store.tasks[key]
+        s.store.put_task(
+            {**body, "metadata": {**body["metadata"], "generation": 3}, "status": {"active": "not a list"}}
+        )
+        clock[0] = T0 + timedelta(seconds=10.01)
+        await s.reconcile(key)
+        st = s.store.tasks[key]["status"]
+        assert st["observedGeneration"] == 3
+        kinds = {c["type"]: (c["status"], c["reason"], c["observedGeneration"]) for c in st["conditions"]}
+        assert kinds == {
+            "Ready": ("False", "StatusUnreadable", 3),
+            "Stalled": ("True", "StatusUnreadable", 3),
+        }
+
+    asyncio.run(go())

@@ -11,13 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import schemacheck
 
 from cronlet._common.times import rfc3339
-from cronlet._core import decision, naming, views
-from cronlet._core.model import TaskStatus
+from cronlet._core import decision, manifests, model, naming, views
+from cronlet._core.model import TaskSpec, TaskStatus
 
 T0 = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
 UID = "uid-1"
+STATUS_SCHEMA = schemacheck.status_schema()
 
 
 def at(seconds: float) -> datetime:
@@ -81,7 +83,11 @@ def step(
     messages: dict[str, str] | None = None,
     not_started: dict[str, str] | None = None,
 ) -> views.Plan:
-    return decision.plan(t, jobs, now=at(now), messages=messages, not_started=not_started)
+    result = decision.plan(t, jobs, now=at(now), messages=messages, not_started=not_started)
+    # Every status these cases produce must be one the API server accepts (formats, reasons, list keys).
+    wrong = list(schemacheck.problems(model.dump(result.status), STATUS_SCHEMA))
+    assert not wrong, wrong
+    return result
 
 
 def then(t: views.TaskView, result: views.Plan, **changes: Any) -> views.TaskView:
@@ -566,6 +572,15 @@ def test_fixing_an_invalid_spec_recovers() -> None:
     assert r2.status.phase == "Scheduled"
     assert r2.status.conditions[0].status == "True" and r2.status.observed_generation == 2
     assert r2.wake_at == at(20)
+    assert "Stalled" not in [c.type for c in r2.status.conditions]
+
+
+def test_an_invalid_spec_is_stalled_for_kstatus() -> None:
+    # kstatus (Flux, kpt, cli-utils) reports Failed for Stalled=True; Ready=False alone would read as Current.
+    r = step(task({"schedule": "61 * * * *"}, generation=4), [], now=12)
+    stalled = next(c for c in r.status.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason, stalled.observed_generation) == ("True", "InvalidSchedule", 4)
+    assert r.status.observed_generation == 4
 
 
 def test_handler_paths_are_not_checked_against_registered_names() -> None:
@@ -709,3 +724,21 @@ def test_a_refused_job_keeps_ready_false_until_the_claimed_attempt_gets_its_job(
     ready = {c.type: c for c in created.status.conditions}["Ready"]
     assert (ready.status, ready.reason) == ("True", "Scheduled")
     assert created.status.phase == "Running"
+
+
+def test_a_task_stored_with_v1alpha1_day_durations_still_runs() -> None:
+    # The API server refuses `1d` in new values now (change 16); a task stored before keeps running as it did.
+    spec = {
+        "timeout": "1d",
+        "startTimeout": "1d",
+        "backoff": {"initialDelay": "1d", "maxDelay": "2d", "jitter": 0},
+    }
+    legacy = task(spec)
+    result = step(legacy, [], now=10)  # the first due time (*/10 s)
+    assert (result.status.phase, [c.reason for c in result.status.conditions]) == ("Running", ["Scheduled"])
+    built = manifests.build_job(
+        task=legacy, spec=TaskSpec.model_validate(legacy.spec), run=result.create[0], image="i"
+    )
+    assert built["spec"]["activeDeadlineSeconds"] == 86400
+    failed = step(then(legacy, result), [job(10, state=views.JobState.FAILED, done=11)], now=12)
+    assert failed.status.active[0].next_retry_time == rfc3339(at(11) + timedelta(days=1))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cronlet._core import model
 from cronlet._core import schedule as s
 
 
@@ -201,26 +203,51 @@ def test_compile_is_cached_per_expression() -> None:
 
 # --------------------------------------------------------------------------- intervals and durations
 
-DURATIONS = [
+# What Go's time.ParseDuration reads each of these as (its grammar: [0-9]*(\.[0-9]*)? and a unit, repeated).
+GO_DURATIONS = [
+    ("0", 0),
     ("30s", 30),
     ("5m", 300),
     ("1h30m", 5400),
     ("250ms", 0.25),
-    ("1d", 86400),
     ("1.5s", 1.5),
-    ("45", 45),
+    (".5h", 1800),
+    ("1.s", 1),
+    ("2h45m30.5s", 9930.5),
+    ("1s1s", 2),
+    ("1500us", 0.0015),
+    ("1500\u00b5s", 0.0015),
+    ("1500\u03bcs", 0.0015),
+    ("3000000ns", 0.003),
 ]
+# Read by the operator but refused by the API server in new values: days (v1alpha1 before change 16), and a
+# bare number (the operator's own flags).
+LEGACY_DURATIONS = [("1d", 86400), ("1.5d", 129600), ("45", 45)]
 
 
-@pytest.mark.parametrize(("text", "seconds"), DURATIONS, ids=[d[0] for d in DURATIONS])
-def test_durations(text: str, seconds: float) -> None:
+@pytest.mark.parametrize(("text", "seconds"), GO_DURATIONS, ids=[d[0] for d in GO_DURATIONS])
+def test_go_durations_are_read_as_go_reads_them_and_pass_the_crd_pattern(text: str, seconds: float) -> None:
     assert s.parse_duration(text).total_seconds() == seconds
+    assert re.fullmatch(model.DURATION_PATTERN, text)
 
 
-@pytest.mark.parametrize("text", ["", "5x", "m5", "1h 30m", "-5s"])
+@pytest.mark.parametrize(("text", "seconds"), LEGACY_DURATIONS, ids=[d[0] for d in LEGACY_DURATIONS])
+def test_stored_day_durations_are_still_read_but_not_admitted(text: str, seconds: float) -> None:
+    assert s.parse_duration(text).total_seconds() == seconds
+    assert not re.fullmatch(model.DURATION_PATTERN, text)
+
+
+@pytest.mark.parametrize("text", ["", "5x", "m5", "1h 30m", "-5s", "+5s", ".s", "1.5.s", "0s0", "1y"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         s.parse_duration(text)
+    assert not re.fullmatch(model.DURATION_PATTERN, text)
+
+
+def test_a_duration_past_gos_int64_of_nanoseconds_is_refused() -> None:
+    assert s.parse_duration("2562047h").days == 106751
+    with pytest.raises(ValueError, match="292 years"):
+        s.parse_duration("2562048h")
 
 
 def test_interval_runs_at_creation_plus_n_periods() -> None:

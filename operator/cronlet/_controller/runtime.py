@@ -21,7 +21,7 @@ from kubernetes import client, config
 
 from cronlet._common import handlerref
 from cronlet._controller import election, health, kube, listings, metrics, reconciler
-from cronlet._core import model
+from cronlet._core import model, ratelimit
 
 log = logging.getLogger("cronlet")
 
@@ -36,6 +36,8 @@ class Options:
     workers: int = 8
     leader_elect: bool = True
     election: election.Settings = field(default_factory=election.Settings)
+    kube_api_qps: float = 0.0  # client-side rate limit of API requests; 0: none (the CLI sets its default)
+    kube_api_burst: int = 0
 
 
 def load_kube_config(*, pool: int = 16) -> client.ApiClient:
@@ -135,7 +137,8 @@ async def run(opts: Options) -> None:
     api = load_kube_config(pool=threads)
     m = metrics.Metrics(per_task=opts.per_task_metrics)
     state = health.HealthState()
-    adapter = kube.Kube(api, metrics=m)
+    limits = ratelimit.Limits(qps=opts.kube_api_qps, burst=opts.kube_api_burst)
+    adapter = kube.Kube(api, metrics=m, limiter=kube.Limiter(limits))
     sched = reconciler.Reconciler(
         kube_api=adapter,
         image=opts.executor_image,
@@ -181,11 +184,14 @@ async def run(opts: Options) -> None:
     marker = asyncio.create_task(mark_ready())
     heartbeat = asyncio.create_task(state.beat_forever(), name="cronlet-heartbeat")
     log.info(
-        "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s leader-elect=%s",
+        "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s leader-elect=%s "
+        "kube-api-qps=%s kube-api-burst=%s",
         opts.namespaces or "all",
         opts.executor_image,
         opts.metrics_port,
         f"{opts.election.namespace}/{opts.election.name} as {opts.election.identity}" if elector else "off",
+        opts.kube_api_qps if opts.kube_api_qps > 0 else "unlimited",
+        opts.kube_api_burst,
     )
     try:
         await kopf.operator(

@@ -165,6 +165,9 @@ async def run(opts: Options) -> None:
     settings.posting.enabled = False  # Events are ours: only what a user must see
     settings.scanning.disabled = True  # no CRD/namespace watching needed: fewer permissions
     settings.watching.server_timeout = 300
+    # The initial list (and every re-list) in pages: 10,000 tasks in one answer are ~25 MB of JSON and
+    # ~110 MB as dicts at once, which set the start-up peak; a page of 500 is a few MB.
+    settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
     sched.start()
     # kopf readiness: when the first watch events arrive (after the listing barrier) we mark ready; with no

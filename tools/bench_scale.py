@@ -620,21 +620,45 @@ class Bench:
         def started() -> list[Seen]:
             return self.watch.select(NS, lambda s: missed.get(s.task) == s.due)
 
-        wait_until(lambda: len({s.name for s in started()}) >= len(missed), 600, "every missed run's Job")
+        # A missed run is handled once its Job is seen, or once the task's status says it was decided
+        # otherwise (Skipped under Forbid while its last Job still ran, or Missed): read only for the
+        # few without a Job, once no new Job came for a while.
+        recorded: set[str] = set()
+        deadline, grown, count = time.time() + 600, time.time(), 0
+        while time.time() < deadline:
+            got = {s.task for s in started()}
+            if len(got) > count:
+                count, grown = len(got), time.time()
+            pending = set(missed) - got - recorded
+            if not pending:
+                break
+            if time.time() - grown > 10:
+                for name in pending:
+                    status = self.api.client.request("GET", f"{TASKS}/{name}").get("status") or {}
+                    if status.get("lastDueTime") and _ts(status["lastDueTime"]) >= missed[name]:
+                        recorded.add(name)
+                grown = time.time()
+            time.sleep(0.5)
         last = max((s.at for s in started()), default=t_ready)
         peak = self.mib(self.operator.pid)[1]
-        self.settle_all()
         rss = self.mib(self.operator.pid)[0]
         t = self.table
-        t.section(f"restart at {self.made} tasks, {r} running, {downtime} s down (SIGTERM, then start)")
+        t.section(f"restart at {self.made} tasks, {r} running, {downtime:g} s down (SIGTERM, then start)")
         t.row("seconds from start to ready", ready, None, "{:.1f}")
         t.row(
-            f"seconds from start until all {len(missed)} missed runs had a Job",
+            f"seconds from start until the last of {len(got)} missed runs had its Job",
             last - self.operator.started,
             None,
             "{:.1f}",
         )
-        t.row("start-up peak RSS / settled RSS", peak / rss, None)
+        t.row("missed runs recorded (Skipped/Missed) instead of started", len(recorded), None, "{:.0f}")
+        t.row(
+            "missed runs neither started nor recorded after 10 min",
+            len(set(missed) - got - recorded),
+            None,
+            "{:.0f}",
+        )
+        t.row("start-up peak RSS / RSS when all were handled", peak / rss, None)
 
 
 def _cronlets(key: tuple[str, str, str, str]) -> bool:
@@ -685,6 +709,8 @@ def main() -> None:
             bench.idle()
             bench.steady()
             bench.restart()
+        except BaseException as exc:  # the figures so far are still worth printing
+            bench.notes.append(f"stopped early: {exc!r}")
         finally:
             watch.stop.set()
             with contextlib.suppress(Exception):

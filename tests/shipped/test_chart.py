@@ -205,7 +205,7 @@ def test_deployment_runs_two_electing_replicas_with_probes_on_the_metrics_port()
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     # Measured defaults (tools/bench_scale.py); no CPU limit, since throttling would delay runs.
     assert container["resources"] == {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "requests": {"cpu": "100m", "memory": "256Mi"},
         "limits": {"memory": "512Mi"},
     }
 

@@ -26,7 +26,7 @@ def test_six_field_seconds_schedule_fires_on_time_and_the_handler_runs(tasks: Ta
         due = ts(j.metadata.annotations["cronlet.dev/scheduled-time"])
         assert due.second % 3 == 0
         lag = (j.metadata.creation_timestamp - due).total_seconds()
-        # creationTimestamp has whole seconds. Typical lag is well under 1 s (tools/bench_vs_cronjob.py measures
+        # creationTimestamp has whole seconds. Typical lag is well under 1 s (tools/bench_scale.py measures
         # it); this bound only catches a run started a whole period late, with room for a loaded CI machine.
         assert -1.0 <= lag <= 8.0, f"job {j.metadata.name} created {lag}s after its due time"
     done = [h for h in st["history"] if h["outcome"] == "Succeeded"]

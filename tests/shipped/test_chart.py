@@ -40,6 +40,10 @@ EXPECTED_RBAC_RULES = [
 
 
 # What the Deployment gives the operator for leader election, by default.
+LIMIT_ENV = [
+    {"name": "CRONLET_KUBE_API_QPS", "value": "100"},
+    {"name": "CRONLET_KUBE_API_BURST", "value": "2000"},
+]
 ELECTION_ENV = [
     {"name": "CRONLET_LEADER_ELECT", "value": "true"},
     {"name": "CRONLET_LEADER_ELECT_LEASE_DURATION", "value": "15s"},
@@ -213,14 +217,15 @@ def test_deployment_runs_two_electing_replicas_with_probes_on_the_metrics_port()
         {"name": "CRONLET_METRICS_PORT", "value": "8080"},
         {"name": "CRONLET_LOG_FORMAT", "value": "json"},
         {"name": "CRONLET_PER_TASK_METRICS", "value": "true"},
+        *LIMIT_ENV,
         *ELECTION_ENV,
     ]
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    # Measured defaults (tools/bench_memory.py); no CPU limit, since throttling would delay runs.
+    # Measured defaults (tools/bench_scale.py); no CPU limit, since throttling would delay runs.
     assert container["resources"] == {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "requests": {"cpu": "100m", "memory": "256Mi"},
         "limits": {"memory": "512Mi"},
     }
 
@@ -241,6 +246,7 @@ def test_values_reach_the_operator_environment() -> None:
         {"name": "CRONLET_METRICS_PORT", "value": "9090"},
         {"name": "CRONLET_LOG_FORMAT", "value": "text"},
         {"name": "CRONLET_PER_TASK_METRICS", "value": "false"},
+        *LIMIT_ENV,
         *ELECTION_ENV,
         {"name": "CRONLET_WORKERS", "value": "8"},
     ]
@@ -257,7 +263,7 @@ def test_operator_cli_reads_the_environment_the_chart_sets(monkeypatch: pytest.M
     docs = render(
         "--set",
         "namespaces={team-a,team-b},executorImage=handlers:9,metrics.port=9090,"
-        "metrics.perTaskMetrics=false,logFormat=text",
+        "metrics.perTaskMetrics=false,logFormat=text,kubeApi.qps=50,kubeApi.burst=500",
     )
     for variable in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]:
         if "valueFrom" in variable:  # filled in by the kubelet: the pod's name
@@ -277,6 +283,7 @@ def test_operator_cli_reads_the_environment_the_chart_sets(monkeypatch: pytest.M
     assert args.metrics_port == 9090
     assert args.per_task_metrics is False
     assert args.log_format == "text"
+    assert (args.kube_api_qps, args.kube_api_burst) == (50.0, 500)
 
 
 # --- monitoring ----------------------------------------------------------------------------------

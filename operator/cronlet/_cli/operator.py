@@ -18,6 +18,9 @@ from pathlib import Path
 from cronlet import sdk
 from cronlet._common import logs
 
+# Measured with tools/bench_scale.py (docs/operations.md, "Sizing"): see the commit that set them.
+DEFAULT_QPS = 100.0
+DEFAULT_BURST = 2000
 _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -137,6 +140,26 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE,...",
         help="allow podTemplate only in namespaces with all these labels, e.g. cronlet.dev/allow-pod-template=true "
         "(default: in every namespace). Watches namespaces. Env CRONLET_POD_TEMPLATE_NAMESPACE_SELECTOR",
+    )
+    limits = op.add_argument_group(
+        "client-side rate limit",
+        "kube-controller-manager's flags: a token bucket every API request takes from; when it is short, "
+        "launches (claims and Job creates) go before status writes of finished runs and Events",
+    )
+    limits.add_argument(
+        "--kube-api-qps",
+        type=float,
+        default=float(_env("KUBE_API_QPS", str(DEFAULT_QPS))),
+        metavar="QPS",
+        help=f"requests per second, sustained; 0 turns the limit off (default {DEFAULT_QPS:g}). "
+        "Env CRONLET_KUBE_API_QPS",
+    )
+    limits.add_argument(
+        "--kube-api-burst",
+        type=int,
+        default=int(_env("KUBE_API_BURST", str(DEFAULT_BURST))),
+        metavar="N",
+        help=f"requests at once above the sustained rate (default {DEFAULT_BURST}). Env CRONLET_KUBE_API_BURST",
     )
     election = op.add_argument_group(
         "leader election",
@@ -298,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outbox_max_entries=args.events_outbox_max_entries,
             outbox_max_bytes=args.events_outbox_max_bytes,
         ),
+        kube_api_qps=args.kube_api_qps,
+        kube_api_burst=args.kube_api_burst,
         election=election.Settings(
             name=args.leader_elect_resource_name,
             namespace=args.leader_elect_resource_namespace or _own_namespace(),
@@ -307,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             retry_period=_duration(args.leader_elect_retry_period),
         ),
     )
+    if opts.kube_api_qps > 0 and opts.kube_api_burst < 1:
+        print("cronlet: --kube-api-burst must be at least 1 when --kube-api-qps is set", file=sys.stderr)
+        return 2
     if not opts.election.retry_period < opts.election.renew_deadline < opts.election.lease_duration:
         print(
             "cronlet: want --leader-elect-retry-period < --leader-elect-renew-deadline < "

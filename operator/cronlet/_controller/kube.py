@@ -4,6 +4,11 @@ Each call is one request with a (connect, read) timeout, retried briefly on tran
 (429, 5xx, and no answer at all: refused, reset or half-open connections, timeouts), and run in a worker
 thread so the event loop never blocks. A call that fails for good raises ``ApiFailure`` and counts in
 ``cronlet_api_errors_total``. Watching is kopf's; deciding is ``_core.decision``'s; this module only sends.
+
+Every request, retries included, first takes a token from one client-side bucket (``--kube-api-qps``,
+``--kube-api-burst``, as kube-controller-manager's): when it is short, the lease goes first, then launches
+(the claiming status write and the Job create), then the rest (``_core.ratelimit``). Answers are read as
+plain JSON, never through the client's generated models (that costs more CPU than the request itself).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from cronlet._controller.metrics import Metrics
-from cronlet._core import manifests, model
+from cronlet._core import manifests, model, ratelimit
+from cronlet._core.ratelimit import Priority
 
 log = logging.getLogger("cronlet.kube")
 FIELD_MANAGER = "cronlet"
@@ -53,6 +59,54 @@ class ApiFailure(Exception):
         self.message = message
 
 
+class Limiter:
+    """Waits on the event loop for a token of a ``ratelimit.Bucket``; ``clock`` is monotonic seconds."""
+
+    def __init__(self, limits: ratelimit.Limits, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._bucket: ratelimit.Bucket[asyncio.Future[None]] = ratelimit.Bucket(limits, now=clock())
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def acquire(self, priority: Priority) -> float:
+        """Wait for a token; the seconds waited."""
+        began = self._clock()
+        if self._bucket.take(priority, began):
+            return 0.0
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._bucket.wait(granted, priority)
+        self._arm()
+        try:
+            await granted
+        except asyncio.CancelledError:
+            self._bucket.cancel(granted)
+            raise
+        return self._clock() - began
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            return
+        delay = self._bucket.next_release(self._clock())
+        if delay is not None:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        for granted in self._bucket.release(self._clock()):
+            if not granted.done():
+                granted.set_result(None)
+        self._arm()
+
+
+UNLIMITED = ratelimit.Limits(qps=0, burst=0)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    """The body of a raw (``_preload_content=False``) answer."""
+    decoded: dict[str, Any] = json.loads(response.data)
+    return decoded
+
+
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, ApiException):
         return exc.status in (0, 429, 500, 502, 503, 504) or exc.status is None
@@ -61,9 +115,15 @@ def _transient(exc: BaseException) -> bool:
 
 class Kube:
     def __init__(
-        self, api: client.ApiClient, *, metrics: Metrics, timeouts: tuple[float, float] = TIMEOUTS
+        self,
+        api: client.ApiClient,
+        *,
+        metrics: Metrics,
+        timeouts: tuple[float, float] = TIMEOUTS,
+        limiter: Limiter | None = None,
     ) -> None:
         self.api = api
+        self.limiter = limiter if limiter is not None else Limiter(UNLIMITED)
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -71,7 +131,9 @@ class Kube:
         self.metrics = metrics
         self.timeouts = timeouts
 
-    async def _call(self, verb: str, resource: str, fn: Callable[[], T]) -> T:
+    async def _call(
+        self, verb: str, resource: str, fn: Callable[[], T], *, priority: Priority = Priority.BOOKKEEPING
+    ) -> T:
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(_transient),
             wait=tenacity.wait_exponential(multiplier=0.2, max=3),
@@ -81,6 +143,9 @@ class Kube:
         try:
             async for attempt in retrying:
                 with attempt:
+                    waited = await self.limiter.acquire(priority)
+                    if waited:
+                        self.metrics.api_throttled.labels(priority.name.lower()).inc(waited)
                     return await asyncio.to_thread(fn)
         except ApiException as exc:
             if exc.status not in (404, 409):
@@ -100,23 +165,30 @@ class Kube:
         def send() -> dict[str, Any]:
             if not_after is not None and time.monotonic() > not_after:
                 raise ClaimExpired(name)
-            created = self.batch.create_namespaced_job(
-                ns, manifest, field_manager=FIELD_MANAGER, _request_timeout=self.timeouts
+            return _json(
+                self.batch.create_namespaced_job(
+                    ns,
+                    manifest,
+                    field_manager=FIELD_MANAGER,
+                    _request_timeout=self.timeouts,
+                    _preload_content=False,
+                )
             )
-            result: dict[str, Any] = self.api.sanitize_for_serialization(created)
-            return result
 
         try:
-            return await self._call("create", "jobs", send)
+            return await self._call("create", "jobs", send, priority=Priority.LAUNCH)
         except ApiException as exc:
             if exc.status == 409:
                 try:
                     existing = await self._call(
                         "get",
                         "jobs",
-                        lambda: self.api.sanitize_for_serialization(
-                            self.batch.read_namespaced_job(name, ns, _request_timeout=self.timeouts)
+                        lambda: _json(
+                            self.batch.read_namespaced_job(
+                                name, ns, _request_timeout=self.timeouts, _preload_content=False
+                            )
                         ),
+                        priority=Priority.LAUNCH,
                     )
                 except ApiException:
                     existing = None
@@ -147,9 +219,17 @@ class Kube:
                 raise ApiFailure(exc.status or 0, api_message(exc)) from exc
 
     async def patch_status(
-        self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str
+        self,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        resource_version: str,
+        launch: bool = False,
     ) -> dict[str, Any]:
         """Merge-patch status, only if the object is still the version we decided on (else 409 Conflict).
+        ``launch``: this write claims attempts to start, so it goes ahead of bookkeeping when the budget is
+        short.
 
         A resourceVersion precondition, not a uid one: the status subresource drops metadata from the patch
         before checking a uid, but honours the resourceVersion. It also refuses a decision taken on a spec
@@ -170,6 +250,7 @@ class Kube:
                     field_manager=FIELD_MANAGER,
                     _request_timeout=self.timeouts,
                 ),
+                priority=Priority.LAUNCH if launch else Priority.BOOKKEEPING,
             )
         except ApiException as exc:
             raise ApiFailure(exc.status or 0, api_message(exc)) from exc
@@ -237,6 +318,7 @@ class Kube:
                 lambda: self.coordination.read_namespaced_lease(
                     name, namespace, _request_timeout=self.timeouts
                 ),
+                priority=Priority.ELECTION,
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -268,6 +350,7 @@ class Kube:
                     lambda: self.coordination.replace_namespaced_lease(
                         name, namespace, body, field_manager=FIELD_MANAGER, _request_timeout=self.timeouts
                     ),
+                    priority=Priority.ELECTION,
                 )
             else:
                 lease = await self._call(
@@ -276,6 +359,7 @@ class Kube:
                     lambda: self.coordination.create_namespaced_lease(
                         namespace, body, field_manager=FIELD_MANAGER, _request_timeout=self.timeouts
                     ),
+                    priority=Priority.ELECTION,
                 )
         except ApiException as exc:
             if exc.status == 409:
@@ -292,6 +376,7 @@ class Kube:
                 namespace,
                 label_selector=f"batch.kubernetes.io/job-name={job_name}",
                 _request_timeout=self.timeouts,
+                _preload_content=False,
             ),
         )
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
@@ -304,16 +389,18 @@ class Kube:
                 namespace,
                 field_selector=f"involvedObject.kind=Job,involvedObject.name={job_name},type=Warning",
                 _request_timeout=self.timeouts,
+                _preload_content=False,
             ),
         )
 
     async def _list(self, resource: str, fn: Callable[[], Any]) -> list[dict[str, Any]]:
-        """One list request; its items as plain JSON."""
+        """One list request (``fn`` asks for the raw answer); its items as plain JSON."""
         try:
-            found = await self._call("list", resource, fn)
+            found = await self._call("list", resource, lambda: _json(fn()))
         except ApiException as exc:
             raise ApiFailure(exc.status or 0, api_message(exc)) from exc
-        return [self.api.sanitize_for_serialization(item) for item in found.items]
+        items: list[dict[str, Any]] = found.get("items") or []
+        return items
 
     async def attempt_result(self, namespace: str, job_name: str) -> tuple[str, int | None]:
         """The handler's message and exit code from the newest pod of a finished Job ("" when it left none).

@@ -101,6 +101,13 @@ class Metrics:
             ["verb", "resource"],
             registry=r,
         )
+        self.api_throttled = Counter(
+            "cronlet_api_throttled_seconds",
+            "Seconds API requests waited for the client-side rate limit (--kube-api-qps/--kube-api-burst), "
+            "by priority (election, launch, bookkeeping).",
+            ["priority"],
+            registry=r,
+        )
         self.ready = Gauge(
             "cronlet_operator_ready",
             "1 once the operator has listed its resources and schedules.",

@@ -245,7 +245,11 @@ class Reconciler:
             patch[gone] = None  # a merge patch removes a field only when told to
         try:
             updated = await self.kube.patch_status(
-                key[0], key[1], patch, resource_version=body["metadata"]["resourceVersion"]
+                key[0],
+                key[1],
+                patch,
+                resource_version=body["metadata"]["resourceVersion"],
+                launch=bool(plan.create),
             )
         except kube.ApiFailure as exc:
             if exc.status == 404:

@@ -21,7 +21,7 @@ from kubernetes import client, config
 
 from cronlet._common import handlerref
 from cronlet._controller import election, health, kube, listings, metrics, publisher, reconciler, sinks
-from cronlet._core import events, model
+from cronlet._core import events, model, ratelimit
 from cronlet._core.views import Tenancy
 
 log = logging.getLogger("cronlet")
@@ -39,6 +39,8 @@ class Options:
     election: election.Settings = field(default_factory=election.Settings)
     tenancy: Tenancy = field(default_factory=Tenancy)
     events: EventOptions = field(default_factory=lambda: EventOptions())
+    kube_api_qps: float = 0.0  # client-side rate limit of API requests; 0: none (the CLI sets its default)
+    kube_api_burst: int = 0
 
 
 @dataclass
@@ -196,7 +198,8 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
     api = load_kube_config(pool=threads)
     m = metrics.Metrics(per_task=opts.per_task_metrics)
     state = health.HealthState()
-    adapter = kube.Kube(api, metrics=m)
+    limits = ratelimit.Limits(qps=opts.kube_api_qps, burst=opts.kube_api_burst)
+    adapter = kube.Kube(api, metrics=m, limiter=kube.Limiter(limits))
     sched = reconciler.Reconciler(
         kube_api=adapter,
         image=opts.executor_image,
@@ -238,6 +241,9 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
     settings.posting.enabled = False  # Events are ours: only what a user must see
     settings.scanning.disabled = True  # no CRD/namespace watching needed: fewer permissions
     settings.watching.server_timeout = 300
+    # The initial list (and every re-list) in pages: 10,000 tasks in one answer are ~25 MB of JSON and
+    # ~110 MB as dicts at once, which set the start-up peak; a page of 500 is a few MB.
+    settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
     sched.start()
     if outbox is not None:
@@ -262,7 +268,8 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
     heartbeat = asyncio.create_task(state.beat_forever(), name="cronlet-heartbeat")
     log.info(
         "cronlet operator starting: namespaces=%s executor-image=%s metrics-port=%s leader-elect=%s "
-        "allowed-service-accounts=%s pod-template-namespace-selector=%s event-sinks=%s",
+        "allowed-service-accounts=%s pod-template-namespace-selector=%s event-sinks=%s "
+        "kube-api-qps=%s kube-api-burst=%s",
         opts.namespaces or "all",
         opts.executor_image,
         opts.metrics_port,
@@ -272,6 +279,8 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
         else ",".join(sorted(opts.tenancy.allowed_service_accounts)),
         ",".join(f"{k}={v}" for k, v in (opts.tenancy.pod_template_selector or {}).items()) or "off",
         ",".join(sink.name for sink in event_sinks or []) or "none",
+        opts.kube_api_qps if opts.kube_api_qps > 0 else "unlimited",
+        opts.kube_api_burst,
     )
     try:
         await kopf.operator(

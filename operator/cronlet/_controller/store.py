@@ -1,8 +1,9 @@
 """The latest known state of every task and its Jobs, fed by the watches and by our own write responses.
 
 Keeps the newest copy of each object (by resourceVersion), so a late watch event never replaces what a
-write response already told us. Holds raw task bodies and the planner's view of each Job. Converges to each
-list of a watch (``converge_tasks``, ``converge_jobs``): nothing relies on a DELETED event arriving. No I/O.
+write response already told us. Holds task bodies without what the planner never reads (``slim``) and the
+planner's view of each Job. Converges to each list of a watch (``converge_tasks``, ``converge_jobs``): nothing
+relies on a DELETED event arriving. No I/O.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ from cronlet._core import manifests
 from cronlet._core.views import JobObservation
 
 Key = tuple[str, str]  # (namespace, task name)
+# The API server's and kubectl's bookkeeping, about half of a task's body: nothing of Cronlet reads it.
+_DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+
+
+def slim(body: dict[str, Any]) -> dict[str, Any]:
+    """A task body without ``metadata.managedFields`` and kubectl's last-applied copy of the whole object."""
+    meta = body.get("metadata") or {}
+    kept = {k: v for k, v in meta.items() if k != "managedFields"}
+    annotations = meta.get("annotations")
+    if annotations and not _DROPPED_ANNOTATIONS.isdisjoint(annotations):
+        kept["annotations"] = {k: v for k, v in annotations.items() if k not in _DROPPED_ANNOTATIONS}
+    return {**body, "metadata": kept}
 
 
 def resource_version(body: dict[str, Any]) -> int:
@@ -38,7 +51,7 @@ class Store:
         old = self.tasks.get(key)
         same_object = old is not None and old["metadata"].get("uid") == meta.get("uid")
         if not same_object or old is None or resource_version(body) >= resource_version(old):
-            self.tasks[key] = body
+            self.tasks[key] = slim(body)
         return key
 
     def drop_task(self, key: Key) -> None:

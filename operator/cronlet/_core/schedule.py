@@ -163,9 +163,18 @@ def load_zone(name: str) -> ZoneInfo:
         ) from exc
 
 
-@functools.lru_cache(maxsize=65536)
 def compile_cron(expression: str, *, time_zone: str = "UTC", hash_key: str = "") -> CronSchedule:
-    """Parse and validate a cron expression once; raises ScheduleError with a readable message."""
+    """Parse and validate a cron expression once; raises ScheduleError with a readable message.
+
+    Only an ``H`` field reads ``hash_key``: without one, every task with the same expression and zone shares
+    one parsed schedule and one iterator (10,000 tasks on `0 0 * * *` hold one, not 10,000).
+    """
+    hashed = "h" in expression.lower() and not expression.lstrip().startswith("@")
+    return _compile_cron(expression, time_zone=time_zone, hash_key=hash_key if hashed else "")
+
+
+@functools.lru_cache(maxsize=65536)
+def _compile_cron(expression: str, *, time_zone: str, hash_key: str) -> CronSchedule:
     zone = load_zone(time_zone)
     text = " ".join(expression.split())
     if not text:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import urllib3.exceptions
@@ -13,6 +15,8 @@ from kubernetes import client
 
 from cronlet._controller import kube
 from cronlet._controller.metrics import Metrics
+from cronlet._core import ratelimit
+from cronlet._core.ratelimit import Priority
 
 SOURCE = Path(kube.__file__)
 
@@ -74,9 +78,9 @@ def test_a_job_create_is_not_sent_once_its_claim_window_has_passed_however_late_
     class Batch:
         def create_namespaced_job(
             self, namespace: str, body: dict[str, object], **_: object
-        ) -> dict[str, object]:
+        ) -> SimpleNamespace:
             sent.append(namespace)
-            return body
+            return SimpleNamespace(data=json.dumps(body).encode())  # a raw answer, as kube asks for
 
     adapter.batch = Batch()  # type: ignore[assignment]
     manifest = {"metadata": {"namespace": "ns", "name": "t-1-1"}}
@@ -107,3 +111,108 @@ def test_a_retry_after_no_answer_is_not_sent_past_the_claim_window() -> None:
             )
         )
     assert len(tries) == 1
+
+
+# -- the client-side rate limit ------------------------------------------------------------------------
+
+
+class _Recording(kube.Limiter):
+    """A limiter that never waits and notes the priority of every request."""
+
+    def __init__(self) -> None:
+        super().__init__(kube.UNLIMITED)
+        self.seen: list[Priority] = []
+
+    async def acquire(self, priority: Priority) -> float:
+        self.seen.append(priority)
+        return 0.0
+
+
+class _Raw:
+    """What the client returns with ``_preload_content=False``."""
+
+    def __init__(self, body: dict[str, object]) -> None:
+        self.data = json.dumps(body).encode()
+
+
+def test_launches_and_the_lease_are_marked_ahead_of_bookkeeping() -> None:
+    limiter = _Recording()
+    adapter = kube.Kube(client.ApiClient(), metrics=Metrics(), limiter=limiter)
+    job = {"metadata": {"name": "t-1", "namespace": "ns"}}
+    adapter.batch = SimpleNamespace(create_namespaced_job=lambda *a, **k: _Raw(job))  # type: ignore[assignment]
+    adapter.custom = SimpleNamespace(  # type: ignore[assignment]
+        patch_namespaced_custom_object_status=lambda *a, **k: {"metadata": {}}
+    )
+    adapter.core = SimpleNamespace(  # type: ignore[assignment]
+        list_namespaced_pod=lambda *a, **k: _Raw({"items": []}), create_namespaced_event=lambda *a, **k: None
+    )
+    adapter.coordination = SimpleNamespace(read_namespaced_lease=lambda *a, **k: {})  # type: ignore[assignment]
+
+    async def run() -> None:
+        assert await adapter.create_job(job) == job
+        await adapter.patch_status("ns", "t", {}, resource_version="1", launch=True)
+        await adapter.patch_status("ns", "t", {}, resource_version="2")
+        assert await adapter.job_pods("ns", "t-1") == []
+        await adapter.post_event(job)
+        await adapter.read_lease("ns", "cronlet")
+
+    asyncio.run(run())
+    assert limiter.seen == [
+        Priority.LAUNCH,
+        Priority.LAUNCH,
+        Priority.BOOKKEEPING,
+        Priority.BOOKKEEPING,
+        Priority.BOOKKEEPING,
+        Priority.ELECTION,
+    ]
+
+
+def test_every_retry_takes_a_token_too() -> None:
+    limiter = _Recording()
+    adapter = kube.Kube(client.ApiClient(), metrics=Metrics(), limiter=limiter)
+
+    def refused() -> None:
+        raise ConnectionRefusedError()
+
+    with pytest.raises(kube.ApiFailure):
+        asyncio.run(adapter._call("create", "jobs", refused, priority=Priority.LAUNCH))
+    assert limiter.seen == [Priority.LAUNCH] * 4
+
+
+def test_when_the_budget_is_short_waiting_launches_go_first() -> None:
+    # A real limiter on the event loop: 500 tokens a second, one at most, so the queue forms at once and
+    # drains in a few milliseconds.
+    async def run() -> list[str]:
+        limiter = kube.Limiter(ratelimit.Limits(qps=500, burst=1))
+        await limiter.acquire(Priority.BOOKKEEPING)  # the only token
+        order: list[str] = []
+
+        async def request(name: str, priority: Priority) -> None:
+            await limiter.acquire(priority)
+            order.append(name)
+
+        await asyncio.gather(
+            request("finish-1", Priority.BOOKKEEPING),
+            request("claim-1", Priority.LAUNCH),
+            request("event-1", Priority.BOOKKEEPING),
+            request("create-1", Priority.LAUNCH),
+        )
+        return order
+
+    assert asyncio.run(run()) == ["claim-1", "create-1", "finish-1", "event-1"]
+
+
+def test_waiting_is_counted_by_priority() -> None:
+    metrics = Metrics()
+    adapter = kube.Kube(
+        client.ApiClient(), metrics=metrics, limiter=kube.Limiter(ratelimit.Limits(qps=200, burst=1))
+    )
+
+    async def run() -> None:
+        await adapter._call("create", "jobs", lambda: None, priority=Priority.LAUNCH)
+        await adapter._call("create", "events", lambda: None)  # waits about 5 ms for its token
+
+    asyncio.run(run())
+    rendered = metrics.render().decode()
+    assert 'cronlet_api_throttled_seconds_total{priority="bookkeeping"}' in rendered
+    assert 'cronlet_api_throttled_seconds_total{priority="launch"}' not in rendered

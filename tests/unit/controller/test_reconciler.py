@@ -32,6 +32,7 @@ class FakeKube:
         self.deleted: list[str] = []
         self.gone = False  # the task was deleted behind the store's back (a watch gap)
         self.pods: dict[str, list[dict[str, Any]]] = {}
+        self.launch_writes: list[bool] = []  # per status write: marked as a launch (claims an attempt)
 
     async def create_job(self, manifest: dict[str, Any], *, not_after: float | None = None) -> dict[str, Any]:
         name = manifest["metadata"]["name"]
@@ -59,8 +60,15 @@ class FakeKube:
             self.store.drop_job(body)  # the DELETED watch event
 
     async def patch_status(
-        self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str = ""
+        self,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        resource_version: str = "",
+        launch: bool = False,
     ) -> dict[str, Any]:
+        self.launch_writes.append(launch)
         if self.gone:
             raise kube.ApiFailure(404, "scheduledtasks.cronlet.dev not found")
         if self.conflict:
@@ -150,6 +158,22 @@ def test_a_lost_status_write_does_not_rerun_a_succeeded_run() -> None:
         await s.reconcile(key)
         st = s.store.tasks[key]["status"]
         assert fk.created == [name], f"succeeded run started again: {fk.created}; counters={st['counters']}"
+
+    asyncio.run(go())
+
+
+def test_the_claiming_write_is_a_launch_and_the_finishing_write_is_bookkeeping() -> None:
+    # With the client-side rate limit short, the claim (and its Job create) go before finished runs' writes.
+    async def go() -> None:
+        s, fk, clock = make({"successfulJobsHistoryLimit": 1})
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=10.01)
+        await s.reconcile(key)  # claims the run of :10
+        done = finish(fk.jobs[fk.created[-1]], True, T0 + timedelta(seconds=11))
+        s.store.put_job(done)
+        clock[0] = T0 + timedelta(seconds=11.5)
+        await s.reconcile(key)  # records its end
+        assert fk.launch_writes == [True, False]
 
     asyncio.run(go())
 
@@ -291,7 +315,13 @@ class Server:
                     del server.jobs[name]
 
             async def patch_status(
-                self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str = ""
+                self,
+                namespace: str,
+                name: str,
+                patch: dict[str, Any],
+                *,
+                resource_version: str = "",
+                launch: bool = False,
             ) -> dict[str, Any]:
                 if resource_version != server.task["metadata"]["resourceVersion"]:
                     raise kube.ApiFailure(409, "the object has been modified")

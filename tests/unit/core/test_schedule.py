@@ -412,3 +412,11 @@ def test_stable_fraction_is_deterministic_and_spread() -> None:
     assert values == [s.stable_fraction(f"task/run/{i}") for i in range(200)]
     assert all(0 <= v < 1 for v in values)
     assert 0.35 < sum(values) / len(values) < 0.65
+
+
+def test_tasks_with_the_same_expression_share_one_parsed_schedule_unless_it_hashes() -> None:
+    shared = s.compile_cron("0 0 * * *", hash_key="ns/a")
+    assert s.compile_cron("0 0 * * *", hash_key="ns/b") is shared
+    assert s.compile_cron("@daily", hash_key="ns/c") is s.compile_cron("@daily", hash_key="ns/d")
+    a, b = s.compile_cron("H H * * *", hash_key="ns/a"), s.compile_cron("H H * * *", hash_key="ns/b")
+    assert a is not b and a.hash_key == "ns/a"

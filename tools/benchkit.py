@@ -37,12 +37,26 @@ def local_control_plane(
             if fake.stdout.readline().strip() != b"ready":
                 raise SystemExit("the fake kubelet did not start")
             kubectl = [str(binaries.find("kubectl")), "--kubeconfig", str(cp.kubeconfig)]
-            subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
+            # Server-side apply: the CRD (with the PodTemplateSpec schema) is too large for client-side
+            # apply's last-applied annotation on some kubectl versions, and needs none.
             subprocess.run(
-                [*kubectl, "wait", "--for=condition=Established", "crd/scheduledtasks.cronlet.dev"],
+                [*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds")],
                 check=True,
                 capture_output=True,
             )
+            waited = subprocess.run(
+                [
+                    *kubectl,
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=60s",
+                    "crd/scheduledtasks.cronlet.dev",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if waited.returncode != 0:
+                raise SystemExit(f"the CRD was not established: {waited.stderr.strip()}")
             for namespace in namespaces:
                 subprocess.run([*kubectl, "create", "namespace", namespace], check=True, capture_output=True)
             yield cp

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from benchkit import wait_until  # noqa: E402
 
-from localkube import binaries, cluster, kubelet  # noqa: E402
+from localkube import binaries, cluster, crds, kubelet  # noqa: E402
 from localkube.ports import free_port  # noqa: E402
 
 NAMESPACE = "bench-failover"
@@ -146,12 +146,7 @@ def main() -> int:
         )
         fake.start()
         kubectl = [str(binaries.find("kubectl")), "--kubeconfig", str(cp.kubeconfig)]
-        subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
-        subprocess.run(
-            [*kubectl, "wait", "--for=condition=Established", "crd/scheduledtasks.cronlet.dev"],
-            check=True,
-            capture_output=True,
-        )
+        crds.apply(kubectl, ROOT / "crds", name="scheduledtasks.cronlet.dev")
         subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=True, capture_output=True)
         api = config.new_client_from_config(str(cp.kubeconfig))
         replicas = [Replica("a", str(cp.kubeconfig), args), Replica("b", str(cp.kubeconfig), args)]

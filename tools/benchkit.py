@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from localkube import binaries, cluster  # noqa: E402
+from localkube import binaries, cluster, crds  # noqa: E402
 from localkube.ports import free_port  # noqa: E402
 
 
@@ -37,26 +37,7 @@ def local_control_plane(
             if fake.stdout.readline().strip() != b"ready":
                 raise SystemExit("the fake kubelet did not start")
             kubectl = [str(binaries.find("kubectl")), "--kubeconfig", str(cp.kubeconfig)]
-            # Server-side apply: the CRD (with the PodTemplateSpec schema) is too large for client-side
-            # apply's last-applied annotation on some kubectl versions, and needs none.
-            subprocess.run(
-                [*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds")],
-                check=True,
-                capture_output=True,
-            )
-            waited = subprocess.run(
-                [
-                    *kubectl,
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=60s",
-                    "crd/scheduledtasks.cronlet.dev",
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if waited.returncode != 0:
-                raise SystemExit(f"the CRD was not established: {waited.stderr.strip()}")
+            crds.apply(kubectl, ROOT / "crds", name="scheduledtasks.cronlet.dev")
             for namespace in namespaces:
                 subprocess.run([*kubectl, "create", "namespace", namespace], check=True, capture_output=True)
             yield cp

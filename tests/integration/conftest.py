@@ -6,7 +6,6 @@ per test, with the broker running at its start).
 from __future__ import annotations
 
 import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +14,10 @@ from helpers import wait_for
 from kit import ROOT, OperatorProcess, Tasks
 from kubernetes import client
 
+from localkube import crds as localkube_crds
 from localkube import kafka as localkube_kafka
 
+CRD_NAME = "scheduledtasks.cronlet.dev"
 KAFKA_FIXTURES = frozenset({"kafka_broker", "kafka_topic"})
 
 
@@ -30,33 +31,7 @@ def cluster_bin() -> Path:
 @pytest.fixture(scope="session")
 def crd(kubeconfig: str, cluster_bin: Path) -> str:
     path = ROOT / "crds" / "scheduledtasks.cronlet.dev.yaml"
-    subprocess.run(
-        [
-            str(cluster_bin / "kubectl"),
-            "--kubeconfig",
-            kubeconfig,
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            str(cluster_bin / "kubectl"),
-            "--kubeconfig",
-            kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            "crd/scheduledtasks.cronlet.dev",
-            "--timeout=60s",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    localkube_crds.apply([str(cluster_bin / "kubectl"), "--kubeconfig", kubeconfig], path, name=CRD_NAME)
     return str(path)
 
 

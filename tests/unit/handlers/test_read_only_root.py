@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +40,17 @@ def executor_container(handler: str, parameters: dict[str, Any]) -> tuple[dict[s
     return container, mounts
 
 
+def _own_dirs() -> list[str]:
+    """The directories the executor is run from here: this checkout and the interpreter's prefixes, outermost
+    only."""
+    candidates = sorted({str(Path(__file__).resolve().parents[3]), sys.prefix, sys.base_prefix}, key=len)
+    outer: list[str] = []
+    for d in candidates:
+        if not any(d == o or d.startswith(o.rstrip("/") + "/") for o in outer):
+            outer.append(d)
+    return outer
+
+
 def run_in_container_filesystem(handler: str, parameters: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
     """Exit code, termination message and output of one attempt, on the filesystem the manifest describes."""
     unshare = shutil.which("unshare")
@@ -54,7 +66,19 @@ def run_in_container_filesystem(handler: str, parameters: dict[str, Any]) -> tup
     steps = ["set -e"]
     if container["securityContext"].get("readOnlyRootFilesystem"):
         steps.append("mount -o remount,bind,ro /")
-    steps += [f"mount -t tmpfs -o size=16m tmpfs {shlex.quote(path)}" for path in mounts]
+    for n, path in enumerate(mounts):
+        # What this test runs from (the checkout, its venv) may live under a path the pod gets an emptyDir at
+        # (a clone in /tmp): hold each such directory by a file descriptor before the tmpfs covers it, and
+        # bind it back at its own path on the tmpfs, as an image's own files would be there.
+        held = [d for d in _own_dirs() if d == path or d.startswith(path.rstrip("/") + "/")]
+        assert 3 + n * 3 + len(held) <= 10, "sh takes descriptors 3-9 only"
+        steps += [f"exec {3 + n * 3 + i}<{shlex.quote(d)}" for i, d in enumerate(held)]
+        steps.append(f"mount -t tmpfs -o size=16m tmpfs {shlex.quote(path)}")
+        for i, d in enumerate(held):
+            steps += [
+                f"mkdir -p {shlex.quote(d)}",
+                f"mount --no-canonicalize --bind /proc/self/fd/{3 + n * 3 + i} {shlex.quote(d)}",
+            ]
     steps += [
         f"if touch /var/tmp/cronlet-probe 2>/dev/null; then rm -f /var/tmp/cronlet-probe; echo {WRITABLE_ROOT}; fi",
         "code=0",

@@ -5,7 +5,7 @@
 
 Cronlet publishes at least once: after an operator restart, a leader change or a broker outage it sends
 again what it could not confirm, with the same ids. This consumer drops those repeats twice over: by
-(source, id), and by keeping the last ``sequence`` seen per task (the ``partitionkey``, namespace/name):
+(source, id), and by keeping the last ``sequence`` seen per task (``partitionkey`` and ``data.uid``):
 a task's events share one partition, so they arrive in order and an older sequence is a repeat.
 Both binary (``ce_*`` headers) and structured (``application/cloudevents+json``) records are read.
 """
@@ -42,13 +42,16 @@ def parse(headers: list[tuple[str, bytes]], value: bytes) -> dict[str, Any]:
 class Deduplicator:
     def __init__(self) -> None:
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._last_sequence: dict[str, str] = {}
+        self._last_sequence: dict[tuple[str, str], str] = {}
 
     def is_new(self, event: dict[str, Any]) -> bool:
         key = (event["source"], event["id"])
         if key in self._seen:
             return False
-        task, sequence = event.get("partitionkey", ""), event.get("sequence", "")
+        # Per task object: a task deleted and created again under its name starts again at sequence 1.
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        task = (event.get("partitionkey", ""), str(data.get("uid", "")))
+        sequence = event.get("sequence", "")
         if sequence and sequence <= self._last_sequence.get(task, ""):  # zero-padded: string order is order
             return False
         self._seen[key] = None

@@ -99,6 +99,12 @@ class Publisher:
         """The task's outbox may hold something new: send it soon."""
         self.queue.touch(key)
 
+    def nudge(self, key: Key, namespace: str, name: str, uid: str, newest: int) -> None:
+        """The reconciler saw this task's outbox reach ``newest``: touch it if some sink has not acknowledged
+        that and no retry is waiting already (which keeps a failing sink's backoff)."""
+        if newest > self.acked(namespace, name, uid) and key not in self._retries:
+            self.touch(key)
+
     def touch_all(self, keys: Iterable[Key]) -> None:
         for key in keys:
             self.touch(key)
@@ -119,6 +125,9 @@ class Publisher:
     def forget(self, key: Key) -> None:
         for task_id in [t for t in self._progress if t[:2] == key]:
             del self._progress[task_id]
+        handle = self._retries.pop(key, None)
+        if handle is not None:
+            handle.cancel()
         self._update_gauges()
 
     # ------------------------------------------------------------------ the loop
@@ -132,7 +141,7 @@ class Publisher:
                 raise
             except Exception:  # one task's trouble must not stop the others
                 log.exception("publishing the events of %s/%s failed", *key)
-                self._retry_later(key)
+                self._retry_later(key, len(RETRY_DELAYS))  # not a sink's answer: the longest wait
             finally:
                 self.queue.done(key)
 
@@ -148,6 +157,10 @@ class Publisher:
         uid = str(meta.get("uid", ""))
         outbox = _outbox(body)
         progress = self._progress.setdefault((*key, uid), _Progress())
+        if any(acked > outbox.sequence for acked in progress.acked.values()):
+            progress = self._progress[(*key, uid)] = _Progress()  # the status was reset: numbers start again
+        for stale in [t for t in self._progress if t[:2] == key and t[2] != uid]:
+            del self._progress[stale]  # an earlier task of this name
         spec = body.get("spec") or {}
         ok = True
         wait: float | None = None
@@ -211,7 +224,11 @@ class Publisher:
         old = self._retries.pop(key, None)
         if old is not None:
             old.cancel()
-        self._retries[key] = asyncio.get_running_loop().call_later(delay, self.touch, key)
+        self._retries[key] = asyncio.get_running_loop().call_later(delay, self._retry_now, key)
+
+    def _retry_now(self, key: Key) -> None:
+        self._retries.pop(key, None)
+        self.touch(key)
 
     def _update_gauges(self) -> None:
         for sink in self.sinks:

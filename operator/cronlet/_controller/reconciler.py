@@ -160,6 +160,11 @@ class Reconciler:
         if self.publisher is not None:
             outbox = self.publisher.policy(view.namespace, view.name, view.uid)
         plan = decision.plan(view, jobs, now=now, messages=found, not_started=not_started, outbox=outbox)
+        stored = view.status.events
+        if self.publisher is not None and stored is not None and stored.pending:
+            # Recorded by a write whose answer we never got (it timed out, then a retry met 409): the watch
+            # brought it, and no write of ours will touch the publisher for it.
+            self.publisher.nudge(key, view.namespace, view.name, view.uid, stored.pending[-1].sequence)
         if not self.leading():
             return  # the lease lapsed while we read: write nothing
         written = await self._write_status(key, body, view, plan)

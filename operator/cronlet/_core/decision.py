@@ -111,17 +111,20 @@ def plan(
             spec_events=spec.events if spec is not None else None,
         )
         unchanged = new_status.model_copy(update={"events": task.status.events})
-        if folded.recorded == 0 and unchanged == task.status:
-            new_status = unchanged  # acknowledgements alone are no reason for a write: a later one folds them
-        else:
-            new_status = new_status.model_copy(update={"events": folded.outbox})
-        if folded.dropped:
+        # Acknowledgements alone are no reason for a write: a later one folds them.
+        written = not (folded.recorded == 0 and unchanged == task.status)
+        new_status = new_status.model_copy(update={"events": folded.outbox}) if written else unchanged
+        if folded.dropped and written:
             text = (
                 f"the event outbox is full: {folded.dropped} oldest unpublished event(s) dropped "
                 f"({folded.outbox.dropped} since creation); are the event sinks reachable?"
             )
             work.events.append(Event("Warning", "EventsDropped", text))
             work.observations.append(EventsDropped(folded.dropped))
+    else:
+        # An operator without sinks (rolled back, or started without its flags) keeps what is recorded: the
+        # next one with sinks sends it, and numbers on from it.
+        new_status = new_status.model_copy(update={"events": task.status.events})
     if invalid is not None:
         ready = next((c for c in task.status.conditions if c.type == "Ready"), None)
         if ready is None or ready.status != "False" or ready.message != invalid.message:

@@ -150,7 +150,10 @@ def fold(
     sequence numbers (kinds the task filters out get none, so a consumer sees no gap), the oldest dropped
     beyond the caps."""
     old = old or EventOutbox()
-    pending = [e for e in old.pending if e.sequence > policy.acked]
+    # Acknowledged beyond this outbox's own count: the status was reset since (it counts from 1 again), and
+    # the acknowledgement is of the old numbers: none of these is known delivered.
+    acked = policy.acked if policy.acked <= old.sequence else 0
+    pending = [e for e in old.pending if e.sequence > acked]
     number = old.sequence
     recorded = 0
     for entry in transitions:

@@ -484,7 +484,7 @@ class TaskStatus(_Model):
         None, alias="lastRunNowToken", description="Value of the cronlet.dev/run-now annotation handled last."
     )
     events: EventOutbox | None = Field(
-        None, description="The outbox of task events, present while the operator has event sinks."
+        None, description="The outbox of task events, present once the operator has had event sinks."
     )
     schedule_key: str | None = Field(
         None,

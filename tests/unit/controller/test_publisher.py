@@ -95,3 +95,31 @@ def test_a_standby_sends_nothing() -> None:
     pub = _publisher(web, leading=False)
     asyncio.run(pub.publish(("ns", "t")))
     assert web.sent == [] and pub.acked("ns", "t", "u1") == 0
+
+
+def test_a_reset_outbox_is_sent_again_from_its_first_event() -> None:
+    web = FakeSink("http")
+    pub = _publisher(web)
+    asyncio.run(pub.publish(("ns", "t")))
+    pub.store.tasks[("ns", "t")] = {**_task(5), "status": {"events": {"sequence": 5, "pending": []}}}
+    asyncio.run(pub.publish(("ns", "t")))
+    assert pub.acked("ns", "t", "u1") == 3
+    pub.store.tasks[("ns", "t")] = _task(2)  # the status was removed: counting starts again at 1
+    web.sent.clear()
+    asyncio.run(pub.publish(("ns", "t")))
+    assert web.sent == [events.sequence(1), events.sequence(2)]
+
+
+def test_a_nudge_keeps_a_failing_sinks_backoff() -> None:
+    web = FakeSink("http", [sinks.SinkError(retryable=True, reason="503")])
+    pub = _publisher(web)
+
+    async def go() -> tuple[int, int]:
+        await pub.publish(("ns", "t"))  # fails: a retry is scheduled
+        pub.nudge(("ns", "t"), "ns", "t", "u1", 3)
+        waiting = len(pub.queue)
+        pub.forget(("ns", "t"))
+        pub.nudge(("ns", "t"), "ns", "t", "u1", 3)
+        return waiting, len(pub.queue)
+
+    assert asyncio.run(go()) == (0, 1)

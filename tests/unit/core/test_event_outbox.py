@@ -203,3 +203,29 @@ def test_binary_mode_puts_attributes_in_headers_and_structured_mode_in_the_body(
     assert dict(s_headers)["Content-Type"].startswith("application/cloudevents+json")
     doc = json.loads(s_body)
     assert doc["id"] == ev.id and doc["data"]["reason"] == "AttemptFailed"
+
+
+# ------------------------------------------------------------------------- found in review
+
+
+def test_an_operator_without_sinks_keeps_the_recorded_outbox() -> None:
+    t = task({"concurrencyPolicy": "Allow"})
+    first = step(t, [], now=10.01)
+    assert first.status.events is not None
+    later = step(then(t, first), [job(10, state=views.JobState.SUCCEEDED, done=11)], now=11.5, outbox=None)
+    assert later.status.events == first.status.events  # neither sent nor lost: the next sinks send it
+
+
+def test_an_acknowledgement_beyond_a_reset_outbox_drops_nothing_of_it() -> None:
+    t = task({"concurrencyPolicy": "Allow"})
+    first = step(t, [], now=10.01)  # sequence 1 of an outbox counted from scratch (a reset status)
+    done = [job(10, state=views.JobState.SUCCEEDED, done=12)]
+    later = step(then(t, first), done, now=12.5, outbox=events.Policy(acked=50))
+    assert kinds(later) == [(1, "started", 1), (2, "succeeded", 1)]
+
+
+def test_a_drop_is_warned_and_counted_only_when_it_is_written() -> None:
+    t = task({"concurrencyPolicy": "Allow"})
+    first = step(t, [], now=10.01)
+    idle = step(then(t, first), [job(10)], now=11, outbox=events.Policy(max_entries=0))
+    assert idle.status == first.status and idle.events == () and idle.observations == ()

@@ -770,7 +770,12 @@ def _cgroup_hierarchies() -> list[Path]:
 
 
 def _cgroup_pids(top: Path) -> Iterator[int]:
-    for procs_file in [top / "cgroup.procs", *top.rglob("cgroup.procs")]:
+    # os.walk, not rglob: the kubelet removes cgroups while this walks them, and os.walk passes over one
+    # that vanished where rglob raised FileNotFoundError (seen in CI, stopping the real node).
+    below = [
+        Path(d) / "cgroup.procs" for d, _, names in os.walk(top) if "cgroup.procs" in names and Path(d) != top
+    ]
+    for procs_file in [top / "cgroup.procs", *below]:
         with contextlib.suppress(OSError):
             for line in procs_file.read_text().split():
                 yield int(line)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -35,11 +36,9 @@ log = logging.getLogger("cronlet.publisher")
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # seconds, the n-th failure in a row waits the n-th value
 
 
-TaskId = tuple[str, str, str]  # namespace, name, uid: a re-created task starts its sequence anew
-
-
 @dataclass
 class _Progress:
+    uid: str = ""  # a re-created task of the same name starts its sequence anew
     acked: dict[str, int] = field(default_factory=dict)  # sink name -> highest sequence it acknowledged
     failures: int = 0
     pending: dict[str, int] = field(default_factory=dict)  # sink name -> entries it has not acknowledged
@@ -66,9 +65,14 @@ class Publisher:
         self.leading = leading
         self.queue = workqueue.WorkQueue()
         self.n_workers = workers
-        self._progress: dict[TaskId, _Progress] = {}
+        self._progress: dict[Key, _Progress] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._retries: dict[Key, asyncio.TimerHandle] = {}
+        for sink in self.sinks:  # read when scraped: a publish stays O(1) in the number of tasks
+            metrics.events_pending.labels(sink.name).set_function(functools.partial(self._pending, sink.name))
+            metrics.events_oldest_pending.labels(sink.name).set_function(
+                functools.partial(self._oldest, sink.name)
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,8 +115,8 @@ class Publisher:
 
     def acked(self, namespace: str, name: str, uid: str) -> int:
         """The highest sequence number every sink acknowledged for this task (0 when none is known)."""
-        progress = self._progress.get((namespace, name, uid))
-        if progress is None:
+        progress = self._progress.get((namespace, name))
+        if progress is None or progress.uid != uid:
             return 0
         return min((progress.acked.get(s.name, 0) for s in self.sinks), default=0)
 
@@ -123,12 +127,10 @@ class Publisher:
         )
 
     def forget(self, key: Key) -> None:
-        for task_id in [t for t in self._progress if t[:2] == key]:
-            del self._progress[task_id]
+        self._progress.pop(key, None)
         handle = self._retries.pop(key, None)
         if handle is not None:
             handle.cancel()
-        self._update_gauges()
 
     # ------------------------------------------------------------------ the loop
 
@@ -156,11 +158,13 @@ class Publisher:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
         outbox = _outbox(body)
-        progress = self._progress.setdefault((*key, uid), _Progress())
-        if any(acked > outbox.sequence for acked in progress.acked.values()):
-            progress = self._progress[(*key, uid)] = _Progress()  # the status was reset: numbers start again
-        for stale in [t for t in self._progress if t[:2] == key and t[2] != uid]:
-            del self._progress[stale]  # an earlier task of this name
+        progress = self._progress.get(key)
+        if (
+            progress is None
+            or progress.uid != uid  # an earlier task of this name
+            or any(acked > outbox.sequence for acked in progress.acked.values())  # the status was reset
+        ):
+            progress = self._progress[key] = _Progress(uid=uid)  # numbers start again
         spec = body.get("spec") or {}
         ok = True
         wait: float | None = None
@@ -211,7 +215,6 @@ class Publisher:
             unacked = [e for e in outbox.pending if e.sequence > acked]
             progress.pending[sink.name] = len(unacked)
             progress.oldest[sink.name] = times.parse(unacked[0].time).timestamp() if unacked else 0.0
-        self._update_gauges()
         if ok:
             progress.failures = 0
         else:
@@ -230,14 +233,11 @@ class Publisher:
         self._retries.pop(key, None)
         self.touch(key)
 
-    def _update_gauges(self) -> None:
-        for sink in self.sinks:
-            pending = sum(p.pending.get(sink.name, 0) for p in self._progress.values())
-            oldest = [p.oldest.get(sink.name, 0.0) for p in self._progress.values()]
-            self.metrics.events_pending.labels(sink.name).set(pending)
-            self.metrics.events_oldest_pending.labels(sink.name).set(
-                min((t for t in oldest if t), default=0.0)
-            )
+    def _pending(self, sink: str) -> float:
+        return float(sum(p.pending.get(sink, 0) for p in list(self._progress.values())))
+
+    def _oldest(self, sink: str) -> float:
+        return min((t for p in list(self._progress.values()) if (t := p.oldest.get(sink, 0.0))), default=0.0)
 
 
 def _outbox(body: dict[str, Any]) -> EventOutbox:

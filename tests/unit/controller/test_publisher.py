@@ -123,3 +123,42 @@ def test_a_nudge_keeps_a_failing_sinks_backoff() -> None:
         return waiting, len(pub.queue)
 
     assert asyncio.run(go()) == (0, 1)
+
+
+def _gauge(pub: publisher.Publisher, name: str) -> float:
+    for line in pub.metrics.render().decode().splitlines():
+        if line.startswith(f'{name}{{sink="http"}} '):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_the_pending_gauges_count_what_no_sink_acknowledged_across_tasks_when_scraped() -> None:
+    web = FakeSink("http", [None, sinks.SinkError(retryable=True, reason="503")])
+    pub = _publisher(web)
+    other = _task(2, uid="u2")
+    other["metadata"]["name"] = "u"
+    pub.store.put_task(other)
+
+    async def go() -> None:
+        await pub.publish(("ns", "t"))  # 1 sent, 2 failed: 2 and 3 pending
+        await pub.publish(("ns", "u"))  # both sent
+        for handle in pub._retries.values():
+            handle.cancel()
+
+    asyncio.run(go())
+    assert _gauge(pub, "cronlet_events_pending") == 2
+    assert _gauge(pub, "cronlet_events_oldest_pending_time_seconds") == 1767225600.0  # 2026-01-01T00:00:00Z
+    pub.forget(("ns", "t"))  # deleted: its pending events are gone with it
+    assert _gauge(pub, "cronlet_events_pending") == 0
+    assert _gauge(pub, "cronlet_events_oldest_pending_time_seconds") == 0
+
+
+def test_a_task_re_created_under_the_same_name_is_sent_from_its_first_event() -> None:
+    web = FakeSink("http")
+    pub = _publisher(web)
+    asyncio.run(pub.publish(("ns", "t")))
+    pub.store.put_task(_task(1, uid="u2"))
+    web.sent.clear()
+    asyncio.run(pub.publish(("ns", "t")))
+    assert web.sent == [events.sequence(1)]
+    assert pub.acked("ns", "t", "u2") == 1 and pub.acked("ns", "t", "u1") == 0

@@ -156,6 +156,11 @@ class Metrics:
         self._oldest: dict[Key, float] = {}
         if not per_task:
             self.start_series()
+            # Summed when scraped, not on every pass: a pass stays O(1) in the number of tasks.
+            self.active.set_function(lambda: float(sum(list(self._active.values()))))
+            self.oldest_run.set_function(
+                lambda: min((t for t in list(self._oldest.values()) if t), default=0.0)
+            )
 
     def start_series(self, namespace: str = "", task: str = "") -> None:
         """Create a task's counters at 0, so that its first failure is an increase Prometheus can see."""
@@ -218,9 +223,7 @@ class Metrics:
             self.oldest_run.labels(*key).set(oldest)
         else:
             self._active[key] = active
-            self.active.set(sum(self._active.values()))
             self._oldest[key] = oldest
-            self.oldest_run.set(min((t for t in self._oldest.values() if t), default=0.0))
 
     def forget(self, key: Key) -> None:
         """A task is gone: drop it from the gauges."""
@@ -234,6 +237,4 @@ class Metrics:
                 self.oldest_run.remove(*key)
         else:
             self._active.pop(key, None)
-            self.active.set(sum(self._active.values()))
             self._oldest.pop(key, None)
-            self.oldest_run.set(min((t for t in self._oldest.values() if t), default=0.0))

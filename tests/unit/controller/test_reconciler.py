@@ -17,6 +17,7 @@ from cronlet._common import times
 from cronlet._controller import kube, reconciler, store
 from cronlet._controller.metrics import Metrics
 from cronlet._core import model
+from cronlet._core.views import Plan
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -210,6 +211,28 @@ def test_metrics_without_per_task_labels_work() -> None:
     text = m.render().decode()
     assert "cronlet_retries_total 1.0" in text
     assert 'cronlet_runs_total{outcome="Failed"} 0.0' in text  # created at 0 up front
+
+
+def test_without_per_task_labels_the_run_gauges_sum_every_task_when_scraped() -> None:
+    def plan(*starts: str) -> Plan:
+        active = tuple(
+            model.ActiveRun(jobName=f"j{i}", scheduledTime=t, attempt=1, startTime=t)
+            for i, t in enumerate(starts)
+        )
+        status = model.TaskStatus(phase="Running", active=list(active))
+        return Plan(create=(), delete=(), status=status, events=(), observations=(), wake_at=None, spec=None)
+
+    m = Metrics(per_task=False)
+    m.track(("ns", "a"), plan("2026-01-01T00:00:10Z", "2026-01-01T00:00:20Z"))
+    m.track(("ns", "b"), plan("2026-01-01T00:00:05Z"))
+    text = m.render().decode()
+    assert "cronlet_runs_active 3.0" in text
+    assert "cronlet_oldest_run_start_time_seconds 1.767225605e+09" in text
+    m.forget(("ns", "b"))
+    text = m.render().decode()
+    assert "cronlet_runs_active 2.0" in text
+    assert "cronlet_oldest_run_start_time_seconds 1.76722561e+09" in text
+    assert 'cronlet_tasks{namespace="ns",phase="Running"} 1.0' in text
 
 
 def test_a_conflicting_status_write_is_dropped_and_decided_again() -> None:

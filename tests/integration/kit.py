@@ -46,12 +46,20 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.starts = 0
+        self.held = False  # kept stopped by `stopped()`: a start meanwhile is a test's bug, not a restart
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
+        if self.held:
+            # Seen: a fixture that stopped the shared operator for its own replicas, then the `tasks` fixture
+            # (which wants the shared operator) started it again, a third writer on the replicas' tasks.
+            raise AssertionError(
+                "the operator is held stopped by `stopped()` and must not run meanwhile (take the `operator` "
+                "fixture before a fixture that stops it)"
+            )
         if self.running:
             return
         self.port = free_port()
@@ -260,9 +268,11 @@ def stopped(op: OperatorProcess, *, kill: bool = False) -> Any:
         op.kill()
     else:
         op.stop()
+    op.held = True
     try:
         yield
     finally:
+        op.held = False
         op.start()
 
 

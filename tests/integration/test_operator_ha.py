@@ -39,7 +39,7 @@ def _leading(op: OperatorProcess) -> bool:
 
 
 def _pair(
-    operator_process: OperatorProcess,
+    operator: OperatorProcess,
     kubeconfig: str,
     tmp_path: Path,
     *,
@@ -57,7 +57,7 @@ def _pair(
         "--leader-elect-retry-period",
         f"{retry:g}s",
     ]
-    with stopped(operator_process):
+    with stopped(operator):
         pair = []
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
@@ -72,18 +72,18 @@ def _pair(
 
 
 @pytest.fixture
-def replicas(
-    operator_process: OperatorProcess, kubeconfig: str, tmp_path: Path
-) -> Iterator[list[OperatorProcess]]:
-    yield from _pair(operator_process, kubeconfig, tmp_path, lease=LEASE, renew=4, retry=1)
+def replicas(operator: OperatorProcess, kubeconfig: str, tmp_path: Path) -> Iterator[list[OperatorProcess]]:
+    # `operator` (not `operator_process`): set up first, so that the `tasks` fixture finds the shared operator
+    # running already and does not start it again beside the replicas once they have stopped it.
+    yield from _pair(operator, kubeconfig, tmp_path, lease=LEASE, renew=4, retry=1)
 
 
 @pytest.fixture
 def quick_replicas(
-    operator_process: OperatorProcess, kubeconfig: str, tmp_path: Path
+    operator: OperatorProcess, kubeconfig: str, tmp_path: Path
 ) -> Iterator[list[OperatorProcess]]:
     """A shorter lease, so that many kills fit in a test; a takeover still takes a few seconds."""
-    yield from _pair(operator_process, kubeconfig, tmp_path, lease=QUICK_LEASE, renew=3, retry=0.5)
+    yield from _pair(operator, kubeconfig, tmp_path, lease=QUICK_LEASE, renew=3, retry=0.5)
 
 
 def test_a_standby_takes_over_after_a_kill_and_at_once_after_a_clean_stop(

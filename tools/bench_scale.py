@@ -668,6 +668,9 @@ def _cronlets(key: tuple[str, str, str, str]) -> bool:
     return group == "coordination.k8s.io" and resource == "leases"
 
 
+PHASES = ("burst", "rest", "idle", "steady", "restart")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,3000,10000", help="task counts at rest, ascending")
@@ -683,7 +686,15 @@ def main() -> None:
     )
     ap.add_argument("--kcm-burst", type=int, default=200, help="its --kube-api-burst")
     ap.add_argument("--operator-arg", action="append", default=[], help="passed to `cronlet operator`")
+    ap.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"which parts to run, in this order: {','.join(PHASES)} (default all; idle and later need the sizes)",
+    )
     args = ap.parse_args()
+    phases = [p for p in args.phases.split(",") if p]
+    if unknown := set(phases) - set(PHASES):
+        ap.error(f"unknown phases: {', '.join(sorted(unknown))}")
     sizes = sorted(int(x) for x in args.sizes.split(","))
     began = time.monotonic()
     controllers = [c for c in cluster.CONTROLLERS if c != "job-controller"]
@@ -697,12 +708,17 @@ def main() -> None:
         operator.start()
         bench = Bench(args=args, cp=cp, api=api, watch=watch, operator=operator, kcm=kcm)
         try:
-            bench.burst()
-            for size in sizes:
-                bench.at_rest(size)
-            bench.idle()
-            bench.steady()
-            bench.restart()
+            if "burst" in phases:
+                bench.burst()
+            if "rest" in phases:
+                for size in sizes:
+                    bench.at_rest(size)
+            if "idle" in phases:
+                bench.idle()
+            if "steady" in phases:
+                bench.steady()
+            if "restart" in phases:
+                bench.restart()
         except BaseException as exc:  # the figures so far are still worth printing
             bench.notes.append(f"stopped early: {exc!r}")
         finally:
@@ -714,6 +730,7 @@ def main() -> None:
         f"python tools/bench_scale.py --sizes {args.sizes} --burst {args.burst} --steady {args.steady} "
         f"--steady-minutes {args.steady_minutes} --downtime {args.downtime:g} --idle-seconds {args.idle_seconds:g}"
         + "".join(f" --operator-arg={a}" for a in args.operator_arg)
+        + ("" if phases == list(PHASES) else f" --phases {','.join(phases)}")
     )
     print(
         f"one local control plane, fake kubelet (simulate); measured KCM: cronjob-controller + job-controller, "

@@ -10,11 +10,14 @@ cluster test because the binaries are missing (a missing build is an error, not 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
+import time
 import urllib.parse
 import warnings
 from collections.abc import Callable, Generator, Iterator
@@ -101,6 +104,45 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[LocalCluster]:
 
 
 Restart = Callable[[str], float]
+Freeze = Callable[[str, float], None]
+
+
+def _server_pid(cluster: LocalCluster, name: str) -> int:
+    if cluster.control_plane is not None:
+        return cluster.control_plane.pids[name]
+    # A reused cluster's servers belong to its `localkube up`: find the one process of that name.
+    found = [p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == name]
+    assert len(found) == 1, f"cannot tell which {name} is the reused cluster's: pids {found}"
+    return int(found[0])
+
+
+def _comm(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def freeze_server(cluster: LocalCluster) -> Iterator[Freeze]:
+    """``freeze_server("etcd" | "kube-apiserver", seconds)``: SIGSTOP that server, wait, SIGCONT it. Requests
+    hang meanwhile rather than fail, as with a stalled disk or a partitioned etcd."""
+    frozen: list[int] = []
+
+    def freeze(name: str, seconds: float) -> None:
+        pid = _server_pid(cluster, name)
+        os.kill(pid, signal.SIGSTOP)
+        frozen.append(pid)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            frozen.remove(pid)
+
+    yield freeze
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="session")

@@ -132,7 +132,18 @@ class Elector:
         self._lease: dict[str, Any] | None = None
 
     def leading(self) -> bool:
-        """Whether this process may act now: its last renew won less than the renew deadline ago."""
+        """Whether this process may act now: its last renew won less than the renew deadline ago.
+
+        A lapse seen here, between rounds (a round hung on a slow API server), is a loss like one a round
+        sees: passes refused meanwhile re-arm no timer, and only on_lead, when a round wins again, looks at
+        every task anew. Without it, a leader that lapsed and renewed left those tasks without a pass for ever.
+        """
+        valid = self._valid()
+        if self._was_leading and not valid:
+            self._transition()
+        return valid
+
+    def _valid(self) -> bool:
         return self._monotonic() < self._valid_until
 
     async def run(self) -> None:
@@ -153,7 +164,7 @@ class Elector:
         if won:
             self._valid_until = started + self.settings.renew_deadline
         self._transition()
-        return self.leading()
+        return self._valid()
 
     async def _try(self) -> bool:
         s = self.settings
@@ -179,7 +190,7 @@ class Elector:
         return True
 
     def _transition(self) -> None:
-        now_leading = self.leading()
+        now_leading = self._valid()
         if now_leading and not self._was_leading:
             log.info(
                 "became the leader (lease %s/%s, identity %s)",

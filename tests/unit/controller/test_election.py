@@ -110,7 +110,9 @@ def test_two_electors_one_leader_failover_after_the_lease_and_release_hands_over
         assert not b.leading()
         clock[0] += 0.1
         assert await a.round()
-        assert events == ["a leads", "b leads"]  # a, "killed", ran no round in between to notice
+        # a, "killed", ran no round in between; it saw its lapse when asked, and leads anew (looking at
+        # every task again) when it wins
+        assert events == ["a leads", "b leads", "a lost", "a leads"]
 
     asyncio.run(go())
 
@@ -128,5 +130,31 @@ def test_a_hung_api_call_ends_the_round_and_the_leader_steps_down_at_its_renew_d
         clock[0] += 0.25  # past the renew deadline of the last renew that won
         assert not await a.round()  # the hung call is cut at the bound, and a no longer leads
         assert not a.leading()
+
+    asyncio.run(go())
+
+
+def test_a_lapse_between_rounds_is_a_loss_and_winning_again_is_a_new_lead() -> None:
+    """A round hung past the renew deadline (the API server restarting): passes refused while the lease was
+    not valid re-arm no timer, so the next win must call on_lead, which looks at every task again."""
+
+    async def go() -> None:
+        clock = [0.0]
+        leases = FakeLeases()
+        events: list[str] = []
+        a = election.Elector(
+            leases,
+            S,
+            monotonic=lambda: clock[0],
+            on_lead=lambda: events.append("lead"),
+            on_lose=lambda: events.append("lose"),
+        )
+        assert await a.round()
+        clock[0] += 10.5  # no round finished meanwhile: the last renew is older than the renew deadline
+        assert not a.leading()
+        assert not a.leading()  # told once
+        assert await a.round()  # the API server is back: the same holder renews
+        assert a.leading()
+        assert events == ["lead", "lose", "lead"]
 
     asyncio.run(go())

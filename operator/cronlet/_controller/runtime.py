@@ -141,26 +141,57 @@ def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> k
     # every task and every Job before the first decision is taken: a restart cannot mistake a Job it has not
     # listed yet for a missing one. All handlers are `async def`: kopf runs plain `def` handlers in its thread
     # pool, and the store and the work queue are the event loop's alone.
+    # An event whose object tells the planner nothing new (the echo of our own status write or Job create,
+    # whose answers the store holds; a Job's pod counts) wakes no pass: in a burst those passes are most of
+    # them. The index handler sees each event first, so it notes what is news for the event handler.
+    news: set[tuple[str, str, str]] = set()  # (kind, namespace, name)
+
     @kopf.index(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
     async def tasks_seen(body: Any, **_: Any) -> None:
-        store.put_task(_raw(body))
+        raw = _raw(body)
+        if store.task_is_news(raw):
+            news.add(("task", raw["metadata"]["namespace"], raw["metadata"]["name"]))
+        store.put_task(raw)
 
     @kopf.index("batch", "v1", "jobs", labels={model.TASK_LABEL: kopf.PRESENT}, registry=registry)
     async def jobs_seen(body: Any, **_: Any) -> None:
-        store.put_job(_raw(body))
+        raw = _raw(body)
+        if store.job_is_news(raw):
+            news.add(("job", raw["metadata"]["namespace"], raw["metadata"]["name"]))
+        store.put_job(raw)
+
+    def take_news(kind: str, raw: dict[str, Any], is_news: bool) -> bool:
+        ident = (kind, raw["metadata"]["namespace"], raw["metadata"]["name"])
+        if ident in news:
+            news.discard(ident)
+            return True
+        return is_news
 
     @kopf.on.event(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
     async def task_event(type: str | None, body: Any, **_: Any) -> None:
         state.ready = True
         sched.metrics.ready.set(1)
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        raw = _raw(body)
+        key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
         if type == "DELETED":
+            news.discard(("task", *key))
             store.drop_task(key)
-        sched.touch(key)
+            sched.touch(key)
+            return
+        if take_news("task", raw, store.task_is_news(raw)):
+            store.put_task(raw)
+            sched.touch(key)
 
     @kopf.on.event("batch", "v1", "jobs", labels={model.TASK_LABEL: kopf.PRESENT}, registry=registry)
     async def job_event(type: str | None, body: Any, **_: Any) -> None:
-        key = store.drop_job(_raw(body)) if type == "DELETED" else store.put_job(_raw(body))
+        raw = _raw(body)
+        if type == "DELETED":
+            news.discard(("job", raw["metadata"]["namespace"], raw["metadata"]["name"]))
+            key = store.drop_job(raw)
+        elif take_news("job", raw, store.job_is_news(raw)):
+            key = store.put_job(raw)
+        else:
+            return
         if key is not None:
             sched.touch(key)
 

@@ -54,6 +54,29 @@ class Store:
             self.tasks[key] = slim(body)
         return key
 
+    def task_is_news(self, body: dict[str, Any]) -> bool:
+        """Whether this copy of a task is newer than the one held (or the first of its object): the echo of
+        our own write, whose answer is held already, is not."""
+        meta = body["metadata"]
+        old = self.tasks.get((meta["namespace"], meta["name"]))
+        if old is None or old["metadata"].get("uid") != meta.get("uid"):
+            return True
+        return resource_version(body) > resource_version(old)
+
+    def job_is_news(self, body: dict[str, Any]) -> bool:
+        """Whether this copy of a Job tells the planner something it does not hold: most of a Job's updates
+        (pod counts, finalizers, the echo of our create) change nothing it reads."""
+        key = manifests.task_key_of_job(body)
+        observed = manifests.observe_job(body)
+        if key is None or observed is None:
+            return False
+        held = self.jobs.get(key, {}).get(observed.name)
+        if held is None:
+            return True
+        if resource_version(body) < self.job_rv.get((key[0], observed.name), 0):
+            return False
+        return observed != held
+
     def drop_task(self, key: Key) -> None:
         self.tasks.pop(key, None)
 

@@ -56,3 +56,49 @@ def test_an_older_copy_still_does_not_replace_a_newer_one() -> None:
     key = s.put_task(task(resourceVersion="7"))
     s.put_task({**task(resourceVersion="6"), "status": {}})
     assert s.tasks[key]["metadata"]["resourceVersion"] == "7"
+
+
+def test_only_a_newer_copy_or_another_object_of_the_name_is_news() -> None:
+    s = store.Store()
+    assert s.task_is_news(task())  # not held yet
+    s.put_task(task())
+    assert not s.task_is_news(task())  # the echo of a write whose answer is held
+    assert not s.task_is_news(task(resourceVersion="4"))
+    assert s.task_is_news(task(resourceVersion="6"))
+    assert s.task_is_news(task(uid="u2", resourceVersion="1"))  # deleted and created again
+
+
+def job(version: int, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": "t-1-1",
+            "uid": "j1",
+            "resourceVersion": str(version),
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"cronlet.dev/run-id": "1", "cronlet.dev/attempt": "1"},
+            "annotations": {"cronlet.dev/scheduled-time": "2026-01-01T00:00:00Z"},
+            "ownerReferences": [
+                {"apiVersion": "cronlet.dev/v1alpha1", "kind": "ScheduledTask", "name": "t", "uid": "u1"}
+            ],
+        },
+        "status": status or {},
+    }
+
+
+def test_a_job_update_is_news_only_when_it_changes_what_the_planner_reads() -> None:
+    s = store.Store()
+    assert s.job_is_news(job(10))
+    s.put_job(job(10))  # our create's answer
+    assert not s.job_is_news(job(10))  # its ADDED event
+    assert not s.job_is_news(job(11, {"active": 1}))  # a pod created, not running yet
+    assert s.job_is_news(job(12, {"active": 1, "ready": 1}))  # it runs: the start limit no longer applies
+    s.put_job(job(12, {"active": 1, "ready": 1}))
+    assert not s.job_is_news(job(13, {"active": 1, "ready": 1, "uncountedTerminatedPods": {}}))
+    done = {
+        "succeeded": 1,
+        "completionTime": "2026-01-01T00:00:05Z",
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
+    assert s.job_is_news(job(14, done))
+    assert not s.job_is_news(job(9, done))  # an older copy than one held

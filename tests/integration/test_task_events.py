@@ -84,9 +84,12 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _publishing(
-    operator_process: OperatorProcess, kubeconfig: str, log_dir: Path, args: list[str]
+    operator_process: OperatorProcess, kubeconfig: str, log_dir: Path, tasks: Tasks, args: list[str]
 ) -> OperatorProcess:
-    op = OperatorProcess(kubeconfig, log_dir, ["--no-leader-elect", *args])
+    """An operator with sinks, for this test's namespace only: tasks other tests left in namespaces still
+    going away have events pending too (an operator without sinks keeps them), and would be sent here."""
+    assert not operator_process.running, "the shared operator is stopped meanwhile"
+    op = OperatorProcess(kubeconfig, log_dir, ["--no-leader-elect", "--namespace", tasks.ns, *args])
     op.start()
     return op
 
@@ -121,8 +124,8 @@ def _kafka(servers: str, topic: str, count: int, timeout: float = 120) -> list[d
     return out
 
 
-def _of(received: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    mine = [e for e in received if e["data"]["name"] == name]
+def _of(received: list[dict[str, Any]], tasks: Tasks, name: str) -> list[dict[str, Any]]:
+    mine = [e for e in received if (e["data"]["namespace"], e["data"]["name"]) == (tasks.ns, name)]
     first: dict[str, dict[str, Any]] = {}
     for e in mine:
         first.setdefault(e["id"], e)  # at least once: a consumer dedupes by id
@@ -160,6 +163,7 @@ def test_every_transition_of_a_retried_and_of_an_exhausted_run_arrives_in_order_
             operator_process,
             kubeconfig,
             tmp_path,
+            tasks,
             [
                 "--events-kafka-bootstrap-servers",
                 kafka_broker.bootstrap_servers,
@@ -196,7 +200,7 @@ def test_every_transition_of_a_retried_and_of_an_exhausted_run_arrives_in_order_
 def _check_both_runs(tasks: Tasks, receiver: Receiver, on_kafka: list[dict[str, Any]]) -> None:
     for received in (receiver.parsed(), on_kafka):
         for name, expected in (("retried", RETRIED), ("exhausted", EXHAUSTED)):
-            mine = _of(received, name)
+            mine = _of(received, tasks, name)
             assert _steps(mine) == expected
             assert [e["sequence"] for e in mine] == [events.sequence(n) for n in range(1, 5)]
             task = tasks.get(name)
@@ -256,7 +260,7 @@ def test_an_event_not_acknowledged_when_the_operator_is_killed_arrives_after_the
 ) -> None:
     receiver.status = 503  # recorded in the outbox, not acknowledged
     with stopped(operator_process):
-        op = _publishing(operator_process, kubeconfig, tmp_path, ["--events-http-url", receiver.url])
+        op = _publishing(operator_process, kubeconfig, tmp_path, tasks, ["--events-http-url", receiver.url])
         try:
             tasks.create("once", {"schedule": "@yearly", "handler": "echo"})
             _run_now(tasks, "once")
@@ -284,7 +288,7 @@ def test_an_event_not_acknowledged_when_the_operator_is_killed_arrives_after_the
         events.event_id(task_uid=uid, run_id=e["runId"], attempt=e["attempt"], kind=e["kind"])
         for e in pending
     ]
-    assert [e["id"] for e in _of(receiver.parsed(), "once")][: len(expected)] == expected
+    assert [e["id"] for e in _of(receiver.parsed(), tasks, "once")][: len(expected)] == expected
 
 
 def test_the_broker_stopped_for_a_minute_loses_no_event(
@@ -300,6 +304,7 @@ def test_the_broker_stopped_for_a_minute_loses_no_event(
             operator_process,
             kubeconfig,
             tmp_path,
+            tasks,
             [
                 "--events-kafka-bootstrap-servers",
                 kafka_broker.bootstrap_servers,
@@ -324,17 +329,23 @@ def test_the_broker_stopped_for_a_minute_loses_no_event(
             kafka_broker.start()
             print(f"broker away {time.monotonic() - stopped_at:.0f} s; {during} runs succeeded by then")
             tasks.patch_spec("steady", {"suspend": True})
-            wait_for(
-                lambda: tasks.status("steady").get("phase") == "Suspended",
+            wait_for(  # a run under way when suspended still ends, with an event of its own
+                lambda: (lambda st: st.get("phase") == "Suspended" and not st.get("active"))(
+                    tasks.status("steady")
+                ),
                 timeout=30,
-                message="not suspended",
+                message="not suspended with no run under way",
             )
             final = tasks.status("steady")
             total = final["events"]["sequence"]
             # Every event of the task: the consumer dedupes by id (a send that timed out may have landed).
             got = wait_for(
                 lambda: (lambda r: r if len(r) >= total else None)(
-                    _of(_kafka(kafka_broker.bootstrap_servers, kafka_topic, total, timeout=10), "steady")
+                    _of(
+                        _kafka(kafka_broker.bootstrap_servers, kafka_topic, total, timeout=10),
+                        tasks,
+                        "steady",
+                    )
                 ),
                 timeout=120,
                 interval=1,
@@ -360,6 +371,7 @@ def test_a_full_outbox_drops_the_oldest_counts_them_and_warns(
             operator_process,
             kubeconfig,
             tmp_path,
+            tasks,
             ["--events-http-url", receiver.url, "--events-outbox-max-entries", "3"],
         )
         try:

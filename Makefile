@@ -18,7 +18,6 @@ help:
 	@echo "make demo          local control plane + real node + image + helm install + examples/01-minimal, watching runs (Ctrl-C stops)"
 	@echo "make test          ruff (lint and format), mypy, layers, and the whole test suite on the local control plane"
 	@echo "make unit          tests that need neither a cluster nor built binaries"
-	@echo "make test-alone    the two tests that pass by themselves but failed inside the whole suite on CI"
 	@echo "make image         build the image from the Dockerfile with buildah (local base, no registry) for the real node"
 	@echo "make image-check   lint the Dockerfile, replay its install steps in a fresh venv, and build it (make image)"
 	@echo "make tools         build the control plane, the real node's parts, helm, promtool and the Kafka broker's jars (only what is missing)"
@@ -62,11 +61,7 @@ unit: venv
 	$(BIN)/python -m pytest -q -m "not cluster and not binaries"
 
 test: venv tools lint image-check
-	$(BIN)/python -m pytest -q -m "not alone"
-
-# Tests that pass by themselves but failed inside the whole suite on CI (marker `alone`): run apart.
-test-alone: venv tools
-	$(BIN)/python -m pytest -q -m alone
+	$(BIN)/python -m pytest -q
 
 # The control plane, a real node, the image and helm: what the demo needs (packages as for `make image`).
 demo: venv packages image

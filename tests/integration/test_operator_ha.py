@@ -177,7 +177,6 @@ def _leader(replicas: list[OperatorProcess], *, timeout: float) -> OperatorProce
     )
 
 
-@pytest.mark.alone
 def test_killing_the_leader_at_random_points_and_freezing_it_for_a_minute_loses_and_doubles_no_run(
     quick_replicas: list[OperatorProcess], tasks: Tasks, kube: client.ApiClient
 ) -> None:

@@ -147,7 +147,6 @@ RETRIED = [("started", 1), ("retrying", 1), ("started", 2), ("succeeded", 2)]
 EXHAUSTED = [("started", 1), ("retrying", 1), ("started", 2), ("failed", 2)]
 
 
-@pytest.mark.alone
 def test_every_transition_of_a_retried_and_of_an_exhausted_run_arrives_in_order_on_kafka_and_http(
     operator_process: OperatorProcess,
     kubeconfig: str,

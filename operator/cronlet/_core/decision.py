@@ -129,6 +129,11 @@ def plan(
         ready = next((c for c in task.status.conditions if c.type == "Ready"), None)
         if ready is None or ready.status != "False" or ready.message != invalid.message:
             work.events.append(Event("Warning", invalid.reason, invalid.message))
+    limit = start_limit(spec) if spec is not None and work.create else None
+    if limit is not None:
+        # The Jobs to create are not in `jobs` yet: look again when their start limit is over (their
+        # creation is a moment after now), since no event of theirs wakes a pass while their pods do not start.
+        work.wake.append(now + limit + timedelta(seconds=DEADLINE_GRACE))
     return Plan(
         create=tuple(work.create),
         delete=tuple(work.delete),

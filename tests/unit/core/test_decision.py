@@ -459,6 +459,14 @@ def test_a_pending_attempt_wakes_the_task_at_its_start_limit() -> None:
     assert decision.overdue_starts(waiting, [pending], now=at(90.01)) == [pending.name]
 
 
+def test_the_pass_that_creates_an_attempt_wakes_at_its_start_limit_without_waiting_for_the_job() -> None:
+    """The operator ignores the watch's echo of its own create (it holds the answer), so no pass follows
+    a create unless the plan asks for one: a Job whose pods never start sends no event either."""
+    first = step(task(MINUTELY), [], now=60.01)
+    assert len(first.create) == 1
+    assert first.wake_at is not None and first.wake_at <= at(60.01 + 30 + decision.DEADLINE_GRACE)
+
+
 def test_an_attempt_that_did_not_start_fails_with_its_reason_and_is_retried() -> None:
     spec = {**MINUTELY, "maxRetries": 1, "backoff": {"initialDelay": "5s", "jitter": 0}}
     first = step(task(spec), [], now=60.01)

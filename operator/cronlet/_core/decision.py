@@ -131,9 +131,10 @@ def plan(
             work.events.append(Event("Warning", invalid.reason, invalid.message))
     limit = start_limit(spec) if spec is not None and work.create else None
     if limit is not None:
-        # The Jobs to create are not in `jobs` yet: look again when their start limit is over (their
-        # creation is a moment after now), since no event of theirs wakes a pass while their pods do not start.
-        work.wake.append(now + limit + timedelta(seconds=DEADLINE_GRACE))
+        # The Jobs to create are not in `jobs` yet: look again when their start limit is over, since no event
+        # of theirs wakes a pass while their pods do not start. (They are created a moment after now: a pass
+        # that comes a hair early sees them in the store and waits for their own limit.)
+        work.wake.append(now + limit)
     return Plan(
         create=tuple(work.create),
         delete=tuple(work.delete),

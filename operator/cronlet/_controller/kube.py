@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import tenacity
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -48,6 +51,49 @@ class AlreadyExists(Exception):
 class ClaimExpired(Exception):
     """A Job create not sent: the claim it follows is older than the create window (the process was paused
     between its claim and this send, or the API server was slow to answer an earlier try)."""
+
+
+# The create window of the request this thread is sending (monotonic seconds), read by the connection just
+# before each write to its socket: a process frozen after the early check in `create_job` (serializing the
+# body, waiting for a connection, a TLS handshake: milliseconds, not microseconds) sends nothing once thawed.
+_window = threading.local()
+
+
+def _check_window() -> None:
+    not_after: float | None = getattr(_window, "not_after", None)
+    if not_after is not None and time.monotonic() > not_after:
+        raise ClaimExpired(getattr(_window, "name", ""))
+
+
+class _FencedHTTPConnection(urllib3.connection.HTTPConnection):
+    def send(self, data: Any) -> None:
+        if self.sock is None:
+            self.connect()  # the handshake before the check: what may follow it is one write call
+        _check_window()  # headers and body are separate writes: a request cut after its headers creates nothing
+        super().send(data)
+
+
+class _FencedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def send(self, data: Any) -> None:
+        if self.sock is None:
+            self.connect()
+        _check_window()
+        super().send(data)
+
+
+class _FencedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _FencedHTTPConnection
+
+
+class _FencedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _FencedHTTPSConnection
+
+
+def fence_connections(api: client.ApiClient) -> None:
+    """Make the client's connections check the create window of the request under way (`_window`)."""
+    manager = api.rest_client.pool_manager
+    manager.pool_classes_by_scheme = {"http": _FencedHTTPPool, "https": _FencedHTTPSPool}
+    manager.clear()  # pools made before this (none in practice) would keep the plain connections
 
 
 class ApiFailure(Exception):
@@ -123,6 +169,7 @@ class Kube:
         limiter: Limiter | None = None,
     ) -> None:
         self.api = api
+        fence_connections(api)
         self.limiter = limiter if limiter is not None else Limiter(UNLIMITED)
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
@@ -165,15 +212,18 @@ class Kube:
         def send() -> dict[str, Any]:
             if not_after is not None and time.monotonic() > not_after:
                 raise ClaimExpired(name)
-            return _json(
-                self.batch.create_namespaced_job(
+            _window.not_after, _window.name = not_after, name  # checked again at each socket write
+            try:
+                answer = self.batch.create_namespaced_job(
                     ns,
                     manifest,
                     field_manager=FIELD_MANAGER,
                     _request_timeout=self.timeouts,
                     _preload_content=False,
                 )
-            )
+            finally:
+                _window.not_after = None
+            return _json(answer)
 
         try:
             return await self._call("create", "jobs", send, priority=Priority.LAUNCH)

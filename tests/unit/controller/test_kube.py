@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import http.server
 import json
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -111,6 +113,68 @@ def test_a_retry_after_no_answer_is_not_sent_past_the_claim_window() -> None:
             )
         )
     assert len(tries) == 1
+
+
+class _JobsServer:
+    """A local HTTP server that answers every POST with the Job it was sent, and counts requests."""
+
+    def __init__(self) -> None:
+        posted: list[str] = []
+        self.posted = posted
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                posted.append(self.path)
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def client(self) -> client.ApiClient:
+        cfg = client.Configuration()
+        cfg.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return client.ApiClient(cfg)
+
+
+def test_a_create_frozen_after_its_window_check_sends_no_byte_once_thawed() -> None:
+    """The early check passed, then the process froze while the client built the request (serializing the
+    body, getting a connection): the connection checks the window again just before writing, and sends
+    nothing. Before that check, the thawed thread sent the create, and a Job another replica had re-claimed,
+    created and pruned meanwhile was created a second time (the HA chaos test's duplicate)."""
+    server = _JobsServer()
+    try:
+        api = server.client()
+        adapter = kube.Kube(api, metrics=Metrics())
+        manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"namespace": "ns", "name": "t-1-1"}}
+        assert (
+            asyncio.run(adapter.create_job(manifest, not_after=time.monotonic() + 5))["metadata"]
+            == (manifest["metadata"])
+        )
+        assert server.posted == ["/apis/batch/v1/namespaces/ns/jobs?fieldManager=cronlet"]
+
+        serialize = api.sanitize_for_serialization
+
+        def frozen(obj: object) -> object:
+            time.sleep(0.3)  # a SIGSTOP between the early check and the socket write
+            return serialize(obj)
+
+        api.sanitize_for_serialization = frozen  # type: ignore[method-assign]
+        with pytest.raises(kube.ClaimExpired):
+            asyncio.run(adapter.create_job(manifest, not_after=time.monotonic() + 0.2))
+        assert len(server.posted) == 1  # nothing more arrived
+        api.sanitize_for_serialization = serialize  # type: ignore[method-assign]
+        asyncio.run(adapter.create_job(manifest, not_after=time.monotonic() + 5))  # the thread is clean again
+        assert len(server.posted) == 2
+    finally:
+        server.server.shutdown()
 
 
 # -- the client-side rate limit ------------------------------------------------------------------------

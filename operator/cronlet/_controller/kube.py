@@ -276,30 +276,38 @@ class Kube:
         *,
         resource_version: str,
         launch: bool = False,
+        sent: list[float] | None = None,
     ) -> dict[str, Any]:
         """Merge-patch status, only if the object is still the version we decided on (else 409 Conflict).
         ``launch``: this write claims attempts to start, so it goes ahead of bookkeeping when the budget is
-        short.
+        short. ``sent`` gets the monotonic instant each try went out (after any wait for the rate limit): a
+        claim cannot have been written before its first try, so its create window may start there.
 
         A resourceVersion precondition, not a uid one: the status subresource drops metadata from the patch
         before checking a uid, but honours the resourceVersion. It also refuses a decision taken on a spec
         that has changed since, or on an object deleted and created again under the same name.
         """
         body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
+
+        def send() -> Any:
+            if sent is not None:
+                sent.append(time.monotonic())
+            return self.custom.patch_namespaced_custom_object_status(
+                model.GROUP,
+                model.VERSION,
+                namespace,
+                model.PLURAL,
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+                _request_timeout=self.timeouts,
+            )
+
         try:
             result = await self._call(
                 "patch",
                 "scheduledtasks/status",
-                lambda: self.custom.patch_namespaced_custom_object_status(
-                    model.GROUP,
-                    model.VERSION,
-                    namespace,
-                    model.PLURAL,
-                    name,
-                    body,
-                    field_manager=FIELD_MANAGER,
-                    _request_timeout=self.timeouts,
-                ),
+                send,
                 priority=Priority.LAUNCH if launch else Priority.BOOKKEEPING,
             )
         except ApiException as exc:

@@ -167,8 +167,12 @@ class Reconciler:
             self.publisher.nudge(key, view.namespace, view.name, view.uid, stored.pending[-1].sequence)
         if not self.leading():
             return  # the lease lapsed while we read: write nothing
-        written = await self._write_status(key, body, view, plan)
-        claimed_at = time.monotonic()
+        # The create window starts when the claim write first went out, not when its answer was read: a process
+        # frozen with that answer unread (SIGSTOP at a due instant) must not create after its thaw, since
+        # another replica re-claims 15 s after claimTime. Found by the HA chaos test on CI. (Not when it was
+        # decided either: a claim waiting for the rate limit in a large burst would expire unsent.)
+        sent: list[float] = []
+        written = await self._write_status(key, body, view, plan, sent=sent)
         if written is None:
             return
         if plan.create and written is body:
@@ -176,6 +180,7 @@ class Reconciler:
             # and creating without a won write would undo the fencing.
             log.error("%s/%s: Jobs to create without a status write; not creating them", *key)
             return
+        claimed_at = sent[0] if sent else time.monotonic()  # no write: nothing is claimed, nothing created
         if not await self._create_jobs(key, written, view, plan, now, claimed_at=claimed_at):
             return
         # The next look is due whatever happens below: a failed delete or Event must not lose it.
@@ -237,7 +242,7 @@ class Reconciler:
         return True
 
     async def _write_status(
-        self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan
+        self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan, *, sent: list[float] | None = None
     ) -> dict[str, Any] | None:
         """The one status write of the pass (only if it changed): the task as written (``body`` itself when
         nothing changed), or None when the task changed meanwhile and nothing may follow."""
@@ -255,6 +260,7 @@ class Reconciler:
                 patch,
                 resource_version=body["metadata"]["resourceVersion"],
                 launch=bool(plan.create),
+                sent=sent,
             )
         except kube.ApiFailure as exc:
             if exc.status == 404:

@@ -68,8 +68,11 @@ class FakeKube:
         *,
         resource_version: str = "",
         launch: bool = False,
+        sent: list[float] | None = None,
     ) -> dict[str, Any]:
         self.launch_writes.append(launch)
+        if sent is not None:
+            sent.append(time.monotonic())
         if self.gone:
             raise kube.ApiFailure(404, "scheduledtasks.cronlet.dev not found")
         if self.conflict:
@@ -235,6 +238,31 @@ def test_without_per_task_labels_the_run_gauges_sum_every_task_when_scraped() ->
     assert 'cronlet_tasks{namespace="ns",phase="Running"} 1.0' in text
 
 
+def test_a_claim_whose_write_answer_came_late_creates_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frozen (SIGSTOP) with the claim write's answer unread: once thawed the window, which starts when the
+    claim was decided, has passed, so nothing is created; another replica may have re-claimed by then. With
+    the window measured from the answer instead, the thawed leader created a Job twice on CI."""
+    monkeypatch.setattr(reconciler.decision, "CREATE_WINDOW", timedelta(seconds=0.2))
+
+    async def go() -> None:
+        s, fk, clock = make({})
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=10.01)
+        write = fk.patch_status
+
+        async def frozen_answer(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            answer = await write(*args, **kwargs)  # the claim is written...
+            time.sleep(0.3)  # ...and the process stops before it reads the answer
+            return answer
+
+        fk.patch_status = frozen_answer  # type: ignore[method-assign]
+        await s.reconcile(key)
+        assert fk.created == []
+        assert s.timers.pending(key) == clock[0]  # decided again at once, from the written claim
+
+    asyncio.run(go())
+
+
 def test_a_conflicting_status_write_is_dropped_and_decided_again() -> None:
     async def go() -> None:
         s, fk, clock = make({})
@@ -345,6 +373,7 @@ class Server:
                 *,
                 resource_version: str = "",
                 launch: bool = False,
+                sent: list[float] | None = None,
             ) -> dict[str, Any]:
                 if resource_version != server.task["metadata"]["resourceVersion"]:
                     raise kube.ApiFailure(409, "the object has been modified")

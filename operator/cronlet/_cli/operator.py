@@ -119,7 +119,10 @@ def parser() -> argparse.ArgumentParser:
         help="label metrics with namespace and task (turn off for very many tasks)",
     )
     op.add_argument(
-        "--workers", type=int, default=int(_env("WORKERS", "8")), help="tasks reconciled at once (default 8)"
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "32")),
+        help="tasks reconciled at once (default 32)",
     )
     tenancy = op.add_argument_group(
         "tenancy",

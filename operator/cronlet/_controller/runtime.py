@@ -34,7 +34,7 @@ class Options:
     metrics_port: int = 8080
     log_format: str = "text"
     per_task_metrics: bool = True
-    workers: int = 8
+    workers: int = 32
     leader_elect: bool = True
     election: election.Settings = field(default_factory=election.Settings)
     tenancy: Tenancy = field(default_factory=Tenancy)

@@ -73,12 +73,8 @@ class _FencedHTTPConnection(urllib3.connection.HTTPConnection):
         super().send(data)
 
 
-class _FencedHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def send(self, data: Any) -> None:
-        if self.sock is None:
-            self.connect()
-        _check_window()
-        super().send(data)
+class _FencedHTTPSConnection(_FencedHTTPConnection, urllib3.connection.HTTPSConnection):
+    """TLS, with the same check (the MRO puts the fenced send first, then HTTPSConnection's own)."""
 
 
 class _FencedHTTPPool(urllib3.HTTPConnectionPool):

@@ -53,4 +53,5 @@ def test_a_run_takes_a_few_passes_not_one_per_watch_event(
     # echo and pod count woke one too: 7.0 per run, measured.
     per_run = passes / runs
     print(f"{passes:g} passes over {runs} runs: {per_run:.1f} per run; resourceVersion from {version}")
-    assert per_run <= 5, f"{per_run:.1f} passes per run"
+    # Measured 4.2 to about 5 with the filter (a pass can land mid-run), 7.0 without: the bound sits between.
+    assert per_run <= 6, f"{per_run:.1f} passes per run"

@@ -22,6 +22,7 @@ Two modes:
 from __future__ import annotations
 
 import enum
+import http.client
 import logging
 import os
 import shlex
@@ -91,6 +92,10 @@ class FakeKubelet:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def wait_stopping(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True at once if the kubelet is stopping."""
+        return self._stopping.wait(seconds)
 
     def __enter__(self) -> FakeKubelet:
         return self.start()
@@ -427,18 +432,68 @@ class _PodWorker:
                 self._patch({"status": {"containerStatuses": list(self._statuses.values())}})
 
     def _patch(self, body: Json) -> None:
-        self._kubelet.client.request(
-            "PATCH", f"{self._path}/status", body=body, content_type=rest.STRATEGIC_MERGE_PATCH
+        # Like the real kubelet's status manager, a status the API server did not take is sent again:
+        # one lost patch would otherwise leave the pod Running forever (an etcd stall of 25 s did that).
+        until_answered(
+            lambda: self._kubelet.client.request(
+                "PATCH", f"{self._path}/status", body=body, content_type=rest.STRATEGIC_MERGE_PATCH
+            ),
+            given_up=lambda: self._vanished or self._kubelet.stopping,
+            wait=self._kubelet.wait_stopping,
+            what=f"pod {self._key}: status patch",
         )
 
     def _delete(self) -> None:
         self._deleted = True
         try:
-            self._kubelet.client.request("DELETE", self._path, body=podspec.delete_options(self._pod))
+            until_answered(
+                lambda: self._kubelet.client.request(
+                    "DELETE", self._path, body=podspec.delete_options(self._pod)
+                ),
+                given_up=lambda: self._kubelet.stopping,
+                wait=self._kubelet.wait_stopping,
+                what=f"pod {self._key}: delete",
+            )
         except rest.ApiError as error:
             if error.status not in (404, 409):  # 409: the uid precondition failed, a new pod has the name
                 raise
         log.info("pod %s: deleted (grace 0)", self._key)
+
+
+def transient(error: Exception) -> bool:
+    """Whether a request may succeed if sent again: no answer, a timeout, throttling or a server error."""
+    if isinstance(error, rest.ApiError):
+        return error.status in (408, 429) or error.status >= 500
+    return isinstance(error, (OSError, http.client.HTTPException))
+
+
+def until_answered(
+    call: Callable[[], object],
+    *,
+    given_up: Callable[[], bool],
+    wait: Callable[[float], bool],
+    what: str,
+    first_delay: float = 0.2,
+    max_delay: float = 5.0,
+) -> None:
+    """Call ``call`` until it returns, retrying transient errors with doubling delays.
+
+    Ends quietly once ``given_up()`` is true or ``wait`` reports a stop; other errors propagate.
+    """
+    delay = first_delay
+    while True:
+        try:
+            call()
+            return
+        except Exception as error:
+            if not transient(error):
+                raise
+            if given_up():
+                return
+            log.warning("%s failed (%s); again in %.1f s", what, error, delay)
+        if wait(delay) or given_up():
+            return
+        delay = min(delay * 2, max_delay)
 
 
 class _Runtime(Protocol):

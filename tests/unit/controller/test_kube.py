@@ -269,12 +269,14 @@ def test_when_the_budget_is_short_waiting_launches_go_first() -> None:
 def test_waiting_is_counted_by_priority() -> None:
     metrics = Metrics()
     adapter = kube.Kube(
-        client.ApiClient(), metrics=metrics, limiter=kube.Limiter(ratelimit.Limits(qps=200, burst=1))
+        client.ApiClient(), metrics=metrics, limiter=kube.Limiter(ratelimit.Limits(qps=2, burst=1))
     )
 
     async def run() -> None:
         await adapter._call("create", "jobs", lambda: None, priority=Priority.LAUNCH)
-        await adapter._call("create", "events", lambda: None)  # waits about 5 ms for its token
+        # Waits up to 0.5 s for its token (at 200/s, a first call slower than 5 ms on a busy machine left
+        # nothing to wait for, and the test failed).
+        await adapter._call("create", "events", lambda: None)
 
     asyncio.run(run())
     rendered = metrics.render().decode()

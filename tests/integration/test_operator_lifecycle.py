@@ -86,6 +86,23 @@ def test_deleting_a_task_deletes_its_jobs(tasks: Tasks) -> None:
     wait_for(lambda: tasks.jobs("short-lived") == [], timeout=30, message="Jobs of a deleted task remain")
 
 
+def test_a_task_deleted_and_created_again_at_once_is_scheduled_as_the_new_one(tasks: Tasks) -> None:
+    # kopf handles each object in its own worker, so the old task's DELETED event may be handled after the
+    # new one's ADDED. The store used to drop by name then: the new task got no status and never ran.
+    names = [f"again-{i}" for i in range(10)]
+    for name in names:
+        tasks.create(name, {"schedule": "0 0 1 1 *", "handler": "echo"})
+    for name in names:
+        tasks.wait_status(name, lambda s: s.get("phase") == "Scheduled", timeout=30)
+    uids = {}
+    for name in names:
+        tasks.delete(name)
+        uids[name] = tasks.create(name, {"schedule": "*/2 * * * * *", "handler": "echo"})["metadata"]["uid"]
+    for name in names:
+        status = tasks.wait_status(name, lambda s: s.get("counters", {}).get("runs", 0) >= 1, timeout=30)
+        assert tasks.get(name)["metadata"]["uid"] == uids[name], status
+
+
 def test_failed_phase_recovers_on_the_next_successful_run(tasks: Tasks) -> None:
     tasks.create(
         "recovers",

@@ -175,7 +175,7 @@ def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> k
         key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
         if type == "DELETED":
             news.discard(("task", *key))
-            store.drop_task(key)
+            store.drop_task(key, uid=raw["metadata"].get("uid"))
             sched.touch(key)
             return
         if take_news("task", raw, store.task_is_news(raw)):

@@ -77,8 +77,12 @@ class Store:
             return False
         return observed != held
 
-    def drop_task(self, key: Key) -> None:
-        self.tasks.pop(key, None)
+    def drop_task(self, key: Key, *, uid: str | None = None) -> None:
+        """Forget a task; with ``uid``, only that object of the name (a DELETED event of a task deleted and
+        created again can be handled after the new one's ADDED: kopf handles objects by uid, not in order)."""
+        held = self.tasks.get(key)
+        if held is not None and (uid is None or held["metadata"].get("uid") == uid):
+            del self.tasks[key]
 
     def put_job(self, body: dict[str, Any]) -> Key | None:
         key = manifests.task_key_of_job(body)
@@ -93,8 +97,12 @@ class Store:
         return key
 
     def drop_job(self, body: dict[str, Any]) -> Key | None:
+        """Forget a deleted Job, unless the Job held under its name is another object (created again)."""
         key = manifests.task_key_of_job(body)
         name = body["metadata"]["name"]
+        held = self.jobs.get(key, {}).get(name) if key is not None else None
+        if held is not None and held.uid and held.uid != body["metadata"].get("uid"):
+            return None
         if key is not None:
             self.jobs.get(key, {}).pop(name, None)
             if not self.jobs.get(key):

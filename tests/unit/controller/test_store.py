@@ -102,3 +102,28 @@ def test_a_job_update_is_news_only_when_it_changes_what_the_planner_reads() -> N
     }
     assert s.job_is_news(job(14, done))
     assert not s.job_is_news(job(9, done))  # an older copy than one held
+
+
+# -- deleted and created again under the same name -----------------------------------------------------------
+# kopf handles each object (uid) in its own worker, so the old object's DELETED event can come after the new
+# one's ADDED. Before the fix the late DELETED dropped the new task: no pass ever scheduled it.
+
+
+def test_a_late_delete_of_the_old_task_keeps_the_new_one_of_the_name() -> None:
+    s = store.Store()
+    key = s.put_task(task(uid="u2", resourceVersion="9"))  # the new object's ADDED, handled first
+    s.drop_task(key, uid="u1")  # the old object's DELETED
+    assert s.tasks[key]["metadata"]["uid"] == "u2"
+    s.drop_task(key, uid="u2")
+    assert key not in s.tasks
+
+
+def test_a_late_delete_of_the_old_job_keeps_the_new_one_of_the_name() -> None:
+    s = store.Store()
+    new = job(20)
+    new["metadata"]["uid"] = "j2"
+    key = s.put_job(new)
+    assert s.drop_job(job(15)) is None  # the old Job (uid j1) of the same name
+    assert key is not None and s.jobs[key]["t-1-1"].uid == "j2"
+    assert s.drop_job(new) == key
+    assert key not in s.jobs

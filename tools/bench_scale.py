@@ -43,6 +43,7 @@ import statistics
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -361,6 +362,18 @@ class Bench:
         about a second of CPU per scrape at that size."""
         return sum(1 for t in self.api.items(TASKS) if (t.get("status") or {}).get("phase"))
 
+    def gauge_tasks(self) -> int:
+        """The sum of the operator's ``cronlet_tasks`` gauge (one scrape), to compare with ``reconciled``."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.operator.port}/metrics", timeout=60) as answer:
+            text = answer.read().decode()
+        return round(sum(float(v) for v in re.findall(r"^cronlet_tasks\{[^}]*\} (\S+)$", text, re.M)))
+
+    def check_gauge(self, size: int, when: str) -> None:
+        counted = self.gauge_tasks()
+        log(f"at rest: cronlet_tasks sums to {counted} of {size} tasks ({when})")
+        if counted != size:
+            self.notes.append(f"cronlet_tasks summed to {counted}, not {size}, {when}")
+
     def mib(self, pid: int) -> tuple[float, float]:
         rss, hwm = memory_kib(pid)
         return rss / 1024, hwm / 1024
@@ -453,6 +466,7 @@ class Bench:
         self.settle_all()
         log(f"at rest: {size} made and reconciled in {time.monotonic() - began:.0f} s")
         live_op, live_kcm = self.mib(self.operator.pid)[0], self.mib(self.kcm.pid)[0]
+        self.check_gauge(size, "running since the start")
         # Both restarted with everything in place: the start-up peak, then the RSS once settled.
         self.operator.stop()
         ready = self.operator.start()
@@ -460,6 +474,7 @@ class Bench:
         self.kcm.start()
         self.settle_all()
         (op_rss, op_peak), (kcm_rss, kcm_peak) = self.mib(self.operator.pid), self.mib(self.kcm.pid)
+        self.check_gauge(size, "after a restart")
         t = self.table
         t.section(
             f"at rest, {size} tasks / CronJobs ({min(size, self.args.burst)} with a Job in history): MiB"

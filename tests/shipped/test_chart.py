@@ -217,6 +217,7 @@ def test_deployment_runs_two_electing_replicas_with_probes_on_the_metrics_port()
         {"name": "CRONLET_METRICS_PORT", "value": "8080"},
         {"name": "CRONLET_LOG_FORMAT", "value": "json"},
         {"name": "CRONLET_PER_TASK_METRICS", "value": "true"},
+        {"name": "CRONLET_PER_TASK_METRICS_LIMIT", "value": "1000"},
         *LIMIT_ENV,
         *ELECTION_ENV,
     ]
@@ -235,7 +236,7 @@ def test_values_reach_the_operator_environment() -> None:
     docs = render(
         "--set",
         "image.repository=registry.example.com/cronlet,image.tag=1.2.3,executorImage=handlers:9,"
-        "metrics.port=9090,metrics.perTaskMetrics=false,logFormat=text",
+        "metrics.port=9090,metrics.perTaskMetrics=false,metrics.perTaskMetricsLimit=50,logFormat=text",
         "--set-string",
         "extraEnv[0].name=CRONLET_WORKERS,extraEnv[0].value=8",
     )
@@ -246,6 +247,7 @@ def test_values_reach_the_operator_environment() -> None:
         {"name": "CRONLET_METRICS_PORT", "value": "9090"},
         {"name": "CRONLET_LOG_FORMAT", "value": "text"},
         {"name": "CRONLET_PER_TASK_METRICS", "value": "false"},
+        {"name": "CRONLET_PER_TASK_METRICS_LIMIT", "value": "50"},
         *LIMIT_ENV,
         *ELECTION_ENV,
         {"name": "CRONLET_WORKERS", "value": "8"},
@@ -282,6 +284,7 @@ def test_operator_cli_reads_the_environment_the_chart_sets(monkeypatch: pytest.M
     assert args.executor_image == "handlers:9"
     assert args.metrics_port == 9090
     assert args.per_task_metrics is False
+    assert args.per_task_metrics_limit == 1000
     assert args.log_format == "text"
     assert (args.kube_api_qps, args.kube_api_burst) == (50.0, 500)
 

@@ -55,6 +55,17 @@ def _duration(text: str | float) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _non_negative(text: str) -> int:
+    """A count flag: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"want 0 or more, got {value}")
+    return value
+
+
 def _service_accounts(text: str) -> frozenset[str] | None:
     """``--allowed-service-accounts``: ``*`` (any, the default), or a comma list of ``name`` / ``ns/name``."""
     entries = [e.strip() for e in text.split(",") if e.strip()]
@@ -117,6 +128,14 @@ def parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=_env_bool("PER_TASK_METRICS", True),
         help="label metrics with namespace and task (turn off for very many tasks)",
+    )
+    op.add_argument(
+        "--per-task-metrics-limit",
+        type=_non_negative,
+        default=_env("PER_TASK_METRICS_LIMIT", "1000"),
+        metavar="N",
+        help="tasks with series of their own (default 1000; 0: no limit); the others are summed under "
+        'task="_other" of their namespace',
     )
     op.add_argument(
         "--workers",
@@ -300,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         log_format=args.log_format,
         per_task_metrics=args.per_task_metrics,
+        per_task_metrics_limit=args.per_task_metrics_limit,
         workers=args.workers,
         leader_elect=args.leader_elect,
         tenancy=Tenancy(

@@ -1,6 +1,8 @@
 """Prometheus metrics of the operator, and their bookkeeping from each reconcile's plan.
 
-Per-task labels (``namespace``, ``task``) can be turned off for large installations: series then grow with
+Per-task labels (``namespace``, ``task``) are bounded: the first ``per_task_limit`` tasks seen get series of
+their own (about 15 KiB of memory and 40 series each), every further task is counted under ``task="_other"``
+of its namespace (no task name can start with ``_``). They can also be turned off: series then grow with
 outcomes only, not with tasks. Nothing here talks to Kubernetes; ``health`` serves the registry.
 """
 
@@ -29,17 +31,20 @@ Key = tuple[str, str]
 
 _M = TypeVar("_M", Counter, Histogram, Gauge)
 OUTCOMES = ("Succeeded", "Failed", "Skipped", "Missed", "Replaced")
+OTHER = "_other"  # the task label of tasks beyond the limit: DNS-1123 names never start with "_"
+PER_TASK_LIMIT = 1000
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 EVENT_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 class Metrics:
-    def __init__(self, *, per_task: bool = True) -> None:
+    def __init__(self, *, per_task: bool = True, per_task_limit: int = PER_TASK_LIMIT) -> None:
         # No `<name>_created` series next to every counter and histogram: a quarter fewer series per task,
         # and nothing in the dashboard or alerts reads them.
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.per_task = per_task
+        self.per_task_limit = per_task_limit  # 0: no limit
         self.registry = CollectorRegistry()
         process_collector.ProcessCollector(registry=self.registry)
         platform_collector.PlatformCollector(registry=self.registry)
@@ -152,15 +157,25 @@ class Metrics:
             registry=r,
         )
         self._phases: dict[Key, str] = {}
-        self._active: dict[Key, int] = {}
-        self._oldest: dict[Key, float] = {}
+        self._own: set[Key] = set()  # tasks with series of their own
+        # The gauges of tasks without series of their own, by the labels they are summed under.
+        self._active: dict[tuple[str, ...], dict[Key, int]] = {}
+        self._oldest: dict[tuple[str, ...], dict[Key, float]] = {}
         if not per_task:
             self.start_series()
-            # Summed when scraped, not on every pass: a pass stays O(1) in the number of tasks.
-            self.active.set_function(lambda: float(sum(list(self._active.values()))))
-            self.oldest_run.set_function(
-                lambda: min((t for t in list(self._oldest.values()) if t), default=0.0)
+
+    def _summed(self, labels: tuple[str, ...]) -> tuple[dict[Key, int], dict[Key, float]]:
+        """The gauges summed under ``labels`` (created on first use). Summed when scraped, not on every pass:
+        a pass stays O(1) in the number of tasks."""
+        if labels not in self._active:
+            active: dict[Key, int] = {}
+            oldest: dict[Key, float] = {}
+            self._active[labels], self._oldest[labels] = active, oldest
+            self.child(self.active, *labels).set_function(lambda: float(sum(list(active.values()))))
+            self.child(self.oldest_run, *labels).set_function(
+                lambda: min((t for t in list(oldest.values()) if t), default=0.0)
             )
+        return self._active[labels], self._oldest[labels]
 
     def start_series(self, namespace: str = "", task: str = "") -> None:
         """Create a task's counters at 0, so that its first failure is an increase Prometheus can see."""
@@ -178,7 +193,16 @@ class Metrics:
         return metric.labels(*labels) if labels else metric
 
     def labels(self, namespace: str, task: str) -> tuple[str, ...]:
-        return (namespace, task) if self.per_task else ()
+        """The label values of a task's series: its own while there is room, else its namespace's ``_other``."""
+        if not self.per_task:
+            return ()
+        key = (namespace, task)
+        if key not in self._own:
+            if self.per_task_limit and len(self._own) >= self.per_task_limit:
+                return (namespace, OTHER)
+            self._own.add(key)
+            self._unsum(key)  # counted under _other until a place freed up
+        return key
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -218,23 +242,46 @@ class Metrics:
         active = len(plan.status.active)
         starts = [times.parse(a.start_time).timestamp() for a in plan.status.active if a.start_time]
         oldest = min(starts, default=0.0)
-        if self.per_task:
+        labels = self.labels(*key)
+        if labels == key:
             self.active.labels(*key).set(active)
             self.oldest_run.labels(*key).set(oldest)
         else:
-            self._active[key] = active
-            self._oldest[key] = oldest
+            summed_active, summed_oldest = self._summed(labels)
+            summed_active[key] = active
+            summed_oldest[key] = oldest
 
     def forget(self, key: Key) -> None:
-        """A task is gone: drop it from the gauges."""
+        """A task is gone: drop it from the gauges, and drop its own series (freeing its place for another)."""
         old = self._phases.pop(key, None)
         if old is not None:
             self.tasks.labels(key[0], old).dec()
-        if self.per_task:
-            with contextlib.suppress(KeyError):
-                self.active.remove(*key)
-            with contextlib.suppress(KeyError):
-                self.oldest_run.remove(*key)
-        else:
-            self._active.pop(key, None)
-            self._oldest.pop(key, None)
+        if key in self._own:
+            self._own.discard(key)
+            removals: list[tuple[Counter | Gauge | Histogram, tuple[str, ...]]] = [
+                *((self.runs, (*key, outcome)) for outcome in OUTCOMES),
+                *((self.attempts, (*key, outcome)) for outcome in ("Succeeded", "Failed")),
+                *((metric, key) for metric in self._task_metrics()),
+            ]
+            for metric, values in removals:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*values)
+        self._unsum(key)
+
+    def _unsum(self, key: Key) -> None:
+        for active in self._active.values():
+            active.pop(key, None)
+        for oldest in self._oldest.values():
+            oldest.pop(key, None)
+
+    def _task_metrics(self) -> tuple[Counter | Gauge | Histogram, ...]:
+        """The metrics labelled (namespace, task) and nothing else."""
+        return (
+            self.run_duration,
+            self.lag,
+            self.retries,
+            self.active,
+            self.oldest_run,
+            self.missed,
+            self.skipped,
+        )

@@ -34,6 +34,7 @@ class Options:
     metrics_port: int = 8080
     log_format: str = "text"
     per_task_metrics: bool = True
+    per_task_metrics_limit: int = metrics.PER_TASK_LIMIT
     workers: int = 32
     leader_elect: bool = True
     election: election.Settings = field(default_factory=election.Settings)
@@ -227,7 +228,7 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
         concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cronlet-api")
     )
     api = load_kube_config(pool=threads)
-    m = metrics.Metrics(per_task=opts.per_task_metrics)
+    m = metrics.Metrics(per_task=opts.per_task_metrics, per_task_limit=opts.per_task_metrics_limit)
     state = health.HealthState()
     limits = ratelimit.Limits(qps=opts.kube_api_qps, burst=opts.kube_api_burst)
     adapter = kube.Kube(api, metrics=m, limiter=kube.Limiter(limits))

@@ -6,8 +6,10 @@ no DELETED for what vanished in the gap, and its handlers never learn where a li
 task deleted during a gap would go on being scheduled, and a Job deleted during it would stay "active" (the
 task Running for ever, every later run Skipped under Forbid).
 
-``install`` wraps kopf's ``continuous_watch`` once per process: each completed listing (at kopf's LISTED
-bookmark) calls back with the identities it returned and the list's resourceVersion. Objects the store holds
+``install`` wraps kopf's ``continuous_watch`` once per process: every event calls back as the stream brings it,
+before kopf hands it to its per-object workers (so in the API server's order, and before the listing's end is
+reported), and each completed listing (at kopf's LISTED bookmark) calls back with the identities it returned
+and the list's resourceVersion. Objects the store holds
 at a resourceVersion up to that one, and which the list did not return, were deleted; newer ones (created by
 our own writes after the list was taken) stay. This relies on kopf internals of the pinned version
 (``kopf._cogs.clients.watching``, ``fetching``); tests/unit/controller/test_listings.py runs kopf's own
@@ -37,20 +39,23 @@ class Listing:
 
 
 OnListed = Callable[[Listing], None]
+OnEvent = Callable[[str, dict[str, Any]], None]  # (plural, the raw watch event {"type", "object"})
 _list_version: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "cronlet_list_version", default=None
 )
 _original: dict[str, Any] = {}
 
 
-def install(on_listed: OnListed) -> None:
-    """Report every completed listing of every kopf watch to ``on_listed`` (replaces an earlier callback)."""
+def install(on_listed: OnListed, on_event: OnEvent | None = None) -> None:
+    """Report every completed listing of every kopf watch to ``on_listed``, and every event to ``on_event``
+    (replaces earlier callbacks)."""
     if not _original:
         _original["watch"] = watching.continuous_watch
         _original["fetch"] = fetching.fetch_objs
         watching.continuous_watch = _converging_watch
         fetching.fetch_objs = _recording_fetch
     _original["on_listed"] = on_listed
+    _original["on_event"] = on_event
 
 
 def uninstall() -> None:
@@ -76,10 +81,22 @@ async def _converging_watch(**kwargs: Any) -> AsyncIterator[Any]:
             listing = False
             _report(kwargs, listed)
             listed = set()
-        elif listing and isinstance(item, dict) and item.get("type") is None:
-            meta = (item.get("object") or {}).get("metadata") or {}
-            listed.add((meta.get("namespace") or "", meta.get("name") or ""))
+        elif isinstance(item, dict) and isinstance(item.get("object"), dict):
+            if listing and item.get("type") is None:
+                meta = item["object"].get("metadata") or {}
+                listed.add((meta.get("namespace") or "", meta.get("name") or ""))
+            _deliver(kwargs, item)
         yield item
+
+
+def _deliver(kwargs: dict[str, Any], item: dict[str, Any]) -> None:
+    on_event: OnEvent | None = _original.get("on_event")
+    if on_event is None:
+        return
+    try:
+        on_event(kwargs["resource"].plural, item)
+    except Exception:  # the watch must go on whatever the store does with one event
+        log.exception("taking in an event of %s failed", kwargs["resource"].plural)
 
 
 def _report(kwargs: dict[str, Any], listed: set[Identity]) -> None:

@@ -1,8 +1,9 @@
 """Wiring: kopf watches feed the scheduler; the process serves metrics and stops cleanly.
 
-kopf is used for what it does well (watching with reconnects, the initial listing barrier, signal handling)
-and nothing else: only index and event handlers are registered, so kopf never writes to a ScheduledTask
-(no finalizers, no annotations, no status fields of its own). All writes go through ``cronlet._controller.kube``.
+kopf is used for what it does well (watching with reconnects, per-object event handling, signal handling)
+and nothing else: only event handlers are registered, so kopf never writes to a ScheduledTask (no finalizers,
+no annotations, no status fields of its own). The store is fed from inside kopf's watch streams, and the
+listing barrier is ours (``Intake``). All writes go through ``cronlet._controller.kube``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from kubernetes import client, config
 
 from cronlet._common import handlerref
 from cronlet._controller import election, health, kube, listings, metrics, publisher, reconciler, sinks
-from cronlet._core import events, model, ratelimit
+from cronlet._controller.store import Store
+from cronlet._core import events, manifests, model, ratelimit
 from cronlet._core.views import Tenancy
 
 log = logging.getLogger("cronlet")
@@ -128,7 +130,83 @@ def converge(sched: reconciler.Reconciler, listing: listings.Listing) -> None:
     sched.touch_all(keys)
 
 
-def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> kopf.OperatorRegistry:
+class Intake:
+    """Every watch event into the store, in the order the API server sent it, before kopf's per-object workers
+    see it (``listings`` calls ``event`` from inside kopf's watch stream); and when every watch has listed once.
+
+    This is the listing barrier: nothing is decided until the store holds every task and every Job (a restart
+    must not mistake a Job it has not listed yet for a missing one). kopf's own barrier, index handlers, costs
+    a wake-up of every waiting object per object listed: a restart with 10,000 tasks spent over 17 minutes of
+    CPU in it (tools/bench_scale.py). Here it is one set per watch. An event whose object tells the planner
+    nothing new (the echo of our own status write or Job create, whose answers the store holds; a Job's pod
+    counts) wakes no pass: ``news`` notes what is, for the event handlers.
+    """
+
+    def __init__(self, store: Store, *, expected: set[tuple[str, str | None]]) -> None:
+        self.store = store
+        self.news: set[tuple[str, str, str]] = set()  # (kind, namespace, name)
+        self.pending = set(expected)  # (plural, namespace or None) whose first listing has not ended
+        self.listed = asyncio.Event()
+        if not self.pending:
+            self.listed.set()
+
+    def event(self, plural: str, raw_event: dict[str, Any]) -> None:
+        kind = raw_event.get("type")
+        if kind not in (None, "ADDED", "MODIFIED", "DELETED"):
+            return  # BOOKMARK, ERROR: no object of ours
+        raw = dict(raw_event["object"])
+        meta = raw.get("metadata") or {}
+        if plural == model.PLURAL:
+            ident = ("task", meta.get("namespace", ""), meta.get("name", ""))
+            if kind == "DELETED":
+                self.news.discard(ident)
+                self.store.drop_task((ident[1], ident[2]), uid=meta.get("uid"))
+                return
+            if self.store.task_is_news(raw):
+                self.news.add(ident)
+            self.store.put_task(raw)
+        elif plural == "jobs":
+            if model.TASK_LABEL not in (meta.get("labels") or {}):
+                return
+            ident = ("job", meta.get("namespace", ""), meta.get("name", ""))
+            if kind == "DELETED":
+                self.news.discard(ident)
+                self.store.drop_job(raw)
+                return
+            if self.store.job_is_news(raw):
+                self.news.add(ident)
+            self.store.put_job(raw)
+        elif plural == "namespaces":
+            if kind == "DELETED":
+                self.store.drop_namespace(meta.get("name", ""))
+            else:
+                self.store.put_namespace(raw)
+
+    def take_news(self, kind: str, raw: dict[str, Any]) -> bool:
+        ident = (kind, raw["metadata"]["namespace"], raw["metadata"]["name"])
+        if ident in self.news:
+            self.news.discard(ident)
+            return True
+        return False
+
+    def ended(self, listing: listings.Listing) -> None:
+        """A listing ended: the store holds what it returned (its events were taken in before its end)."""
+        self.pending.discard((listing.plural, listing.namespace))
+        if not self.pending and not self.listed.is_set():
+            log.info("every watch has listed: tasks and Jobs are all known")
+            self.listed.set()
+
+
+def watched(opts: Options) -> set[tuple[str, str | None]]:
+    """The (plural, namespace) of every watch kopf runs for us: one per namespace, or one cluster-wide."""
+    spaces: list[str | None] = list(opts.namespaces) if opts.namespaces else [None]
+    found = {(plural, ns) for plural in (model.PLURAL, "jobs") for ns in spaces}
+    if opts.tenancy.pod_template_selector is not None:
+        found.add(("namespaces", None))
+    return found
+
+
+def build_registry(sched: reconciler.Reconciler, intake: Intake) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     store = sched.store
 
@@ -138,76 +216,30 @@ def build_registry(sched: reconciler.Reconciler, state: health.HealthState) -> k
         info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
         return info
 
-    # Index handlers run for every event *before* kopf lifts its initial-listing barrier, so the store holds
-    # every task and every Job before the first decision is taken: a restart cannot mistake a Job it has not
-    # listed yet for a missing one. All handlers are `async def`: kopf runs plain `def` handlers in its thread
-    # pool, and the store and the work queue are the event loop's alone.
-    # An event whose object tells the planner nothing new (the echo of our own status write or Job create,
-    # whose answers the store holds; a Job's pod counts) wakes no pass: in a burst those passes are most of
-    # them. The index handler sees each event first, so it notes what is news for the event handler.
-    news: set[tuple[str, str, str]] = set()  # (kind, namespace, name)
-
-    @kopf.index(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
-    async def tasks_seen(body: Any, **_: Any) -> None:
-        raw = _raw(body)
-        if store.task_is_news(raw):
-            news.add(("task", raw["metadata"]["namespace"], raw["metadata"]["name"]))
-        store.put_task(raw)
-
-    @kopf.index("batch", "v1", "jobs", labels={model.TASK_LABEL: kopf.PRESENT}, registry=registry)
-    async def jobs_seen(body: Any, **_: Any) -> None:
-        raw = _raw(body)
-        if store.job_is_news(raw):
-            news.add(("job", raw["metadata"]["namespace"], raw["metadata"]["name"]))
-        store.put_job(raw)
-
-    def take_news(kind: str, raw: dict[str, Any], is_news: bool) -> bool:
-        ident = (kind, raw["metadata"]["namespace"], raw["metadata"]["name"])
-        if ident in news:
-            news.discard(ident)
-            return True
-        return is_news
-
+    # The store is fed by ``intake`` before these run; they only wake passes. All handlers are `async def`:
+    # kopf runs plain `def` handlers in its thread pool, and the store and the work queue are the event loop's
+    # alone.
     @kopf.on.event(model.GROUP, model.VERSION, model.PLURAL, registry=registry)
     async def task_event(type: str | None, body: Any, **_: Any) -> None:
-        state.ready = True
-        sched.metrics.ready.set(1)
         raw = _raw(body)
         key = (raw["metadata"]["namespace"], raw["metadata"]["name"])
-        if type == "DELETED":
-            news.discard(("task", *key))
-            store.drop_task(key, uid=raw["metadata"].get("uid"))
-            sched.touch(key)
-            return
-        if take_news("task", raw, store.task_is_news(raw)):
-            store.put_task(raw)
+        if type == "DELETED" or intake.take_news("task", raw):
             sched.touch(key)
 
     @kopf.on.event("batch", "v1", "jobs", labels={model.TASK_LABEL: kopf.PRESENT}, registry=registry)
     async def job_event(type: str | None, body: Any, **_: Any) -> None:
         raw = _raw(body)
-        if type == "DELETED":
-            news.discard(("job", raw["metadata"]["namespace"], raw["metadata"]["name"]))
-            key = store.drop_job(raw)
-        elif take_news("job", raw, store.job_is_news(raw)):
-            key = store.put_job(raw)
-        else:
-            return
-        if key is not None:
-            sched.touch(key)
+        if type == "DELETED" or intake.take_news("job", raw):
+            key = manifests.task_key_of_job(raw)
+            if key is not None:
+                sched.touch(key)
 
     if sched.tenancy.pod_template_selector is not None:
-        # Which namespaces allow a podTemplate (--pod-template-namespace-selector): their labels, known before
-        # the first decision like tasks and Jobs (index handlers), and a changed label looks at their tasks.
-        @kopf.index("v1", "namespaces", registry=registry)
-        async def namespaces_seen(body: Any, **_: Any) -> None:
-            store.put_namespace(_raw(body))
-
+        # Which namespaces allow a podTemplate (--pod-template-namespace-selector): their labels are known
+        # before the first decision like tasks and Jobs, and a changed label looks at their tasks.
         @kopf.on.event("v1", "namespaces", registry=registry)
         async def namespace_event(type: str | None, body: Any, **_: Any) -> None:
-            name = body["metadata"]["name"]
-            keys = store.drop_namespace(name) if type == "DELETED" else store.put_namespace(_raw(body))
-            sched.touch_all(keys)
+            sched.touch_all(store.tasks_in(body["metadata"]["name"]))
 
     return registry
 
@@ -250,6 +282,7 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
             max_bytes=opts.events.outbox_max_bytes,
         )
         sched.publisher = outbox
+    intake = Intake(sched.store, expected=watched(opts))
     elector: election.Elector | None = None
     if opts.leader_elect:
 
@@ -265,10 +298,16 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
             outbox.leading = elector.leading
     else:
         m.leader.set(1)
+        sched.leading = intake.listed.is_set  # no decision before every watch has listed
     state.watch_workers(sched.queue.busy_since)
     server = health.serve(metrics=m, health=state, port=opts.metrics_port)
-    registry = build_registry(sched, state)
-    listings.install(lambda listing: converge(sched, listing))
+    registry = build_registry(sched, intake)
+
+    def listed(listing: listings.Listing) -> None:
+        converge(sched, listing)
+        intake.ended(listing)
+
+    listings.install(listed, intake.event)
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False  # Events are ours: only what a user must see
     settings.scanning.disabled = True  # no CRD/namespace watching needed: fewer permissions
@@ -280,21 +319,22 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
     sched.start()
     if outbox is not None:
         outbox.start()
-    # kopf readiness: when the first watch events arrive (after the listing barrier) we mark ready; with no
-    # tasks at all, ready once kopf has started its watchers.
+    # Ready once kopf has started and every watch has listed (the store holds every task and Job).
     ready_flag: asyncio.Event = asyncio.Event()
 
     async def mark_ready() -> None:
         await ready_flag.wait()
-        await asyncio.sleep(0.5)
+        await intake.listed.wait()
         state.ready = True  # ready as the leader or as a warm standby: both have listed everything
         m.ready.set(1)
         if elector is not None:
             # Only once everything is listed: a new leader must not mistake a Job it has not seen yet for a
             # missing one.
             await elector.run()
-        elif outbox is not None:
-            outbox.touch_all(list(sched.store.tasks))  # sent again after a restart: what was not acknowledged
+        else:
+            sched.touch_all(list(sched.store.tasks))  # every task is looked at now, with everything listed
+            if outbox is not None:
+                outbox.touch_all(list(sched.store.tasks))  # sent again after a restart: not acknowledged
 
     marker = asyncio.create_task(mark_ready())
     heartbeat = asyncio.create_task(state.beat_forever(), name="cronlet-heartbeat")

@@ -80,6 +80,23 @@ def test_each_listing_is_reported_with_what_it_returned_and_its_version(
     ]
 
 
+def test_every_event_is_handed_over_in_stream_order_before_its_listing_is_reported(
+    fake_api: list[tuple[list[dict[str, Any]], str]],
+) -> None:
+    order: list[Any] = []
+    listings.install(
+        lambda listing: order.append(("listed", sorted(listing.listed))),
+        lambda plural, event: order.append((plural, event["type"], event["object"]["metadata"]["name"])),
+    )
+    fake_api[:] = [([_body("a", "one", 5)], "90"), ([_body("a", "two", 8)], "91")]
+    asyncio.run(_drain())
+    assert order == [
+        ("scheduledtasks", None, "one"),
+        ("scheduledtasks", None, "two"),
+        ("listed", [("a", "one"), ("a", "two")]),
+    ]
+
+
 def test_an_empty_listing_is_reported_too(fake_api: list[tuple[list[dict[str, Any]], str]]) -> None:
     seen: list[listings.Listing] = []
     listings.install(seen.append)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
@@ -53,6 +54,15 @@ def _duration(text: str | float) -> float:
         return schedule.parse_duration(text).total_seconds()
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _bad_namespaces(names: Sequence[str]) -> list[str]:
+    """Watched namespaces are names, not patterns: kopf would drop a pattern without a word, and the operator
+    would wait for ever for its listing."""
+    return [n for n in names if not _NAMESPACE.fullmatch(n)]
 
 
 def _non_negative(text: str) -> int:
@@ -303,7 +313,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.command == "operator" and (bad := _bad_namespaces(args.namespace or args.env_namespaces)):
+        p.error(f"--namespace / CRONLET_NAMESPACE: not namespace names (patterns are not supported): {bad}")
     if args.command == "crd":
         from cronlet._core import crd
 

@@ -304,8 +304,10 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
     registry = build_registry(sched, intake)
 
     def listed(listing: listings.Listing) -> None:
-        converge(sched, listing)
-        intake.ended(listing)
+        try:
+            converge(sched, listing)
+        finally:
+            intake.ended(listing)  # the store holds the listing's events whatever converging did
 
     listings.install(listed, intake.event)
     settings = kopf.OperatorSettings()

@@ -46,3 +46,19 @@ def test_malformed_values_are_refused_at_start(args: list[str], capsys: pytest.C
     with pytest.raises(SystemExit) as exit_:
         parse(*args)
     assert exit_.value.code == 2 and args[1] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env,args", [("", ["--namespace", "team-*"]), ("team-a,!kube-system", [])])
+def test_namespace_patterns_are_refused_at_start(
+    env: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # kopf drops a pattern from what it watches without a word, and the operator would never be ready.
+    monkeypatch.setenv("CRONLET_NAMESPACE", env)
+    with pytest.raises(SystemExit) as exit_:
+        operator.main(["operator", *args])
+    assert exit_.value.code == 2 and "patterns are not supported" in capsys.readouterr().err
+
+
+def test_namespace_names_are_taken() -> None:
+    assert operator._bad_namespaces(["team-a", "b1", "x" * 63]) == []
+    assert operator._bad_namespaces(["Team", "-a", "x" * 64, "a.b"]) == ["Team", "-a", "x" * 64, "a.b"]

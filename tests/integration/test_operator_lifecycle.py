@@ -88,9 +88,10 @@ def test_deleting_a_task_deletes_its_jobs(tasks: Tasks) -> None:
 
 def test_a_task_deleted_and_created_again_at_once_is_scheduled_as_the_new_one(tasks: Tasks) -> None:
     # kopf handles each object in its own worker, so the old task's DELETED event can be handled after the
-    # new one's ADDED; the store used to drop by name then, and the new task never ran. kopf's batch window
-    # makes that order rare: this test passed 3 times out of 3 with the old store, so the race itself is
-    # shown by tests/unit/controller/test_store.py. Here: tasks re-created at once run as the new objects.
+    # new one's ADDED; the store used to drop by name then, and the new task never ran. That order needs the
+    # old object's worker to be busy, which is rare: this test passed 3 times out of 3 with the old store, so
+    # the race itself is shown by tests/unit/controller/test_store.py (and the store is now fed in the watch
+    # stream's order, runtime.Intake). Here: tasks re-created at once run as the new objects.
     names = [f"again-{i}" for i in range(10)]
     for name in names:
         tasks.create(name, {"schedule": "0 0 1 1 *", "handler": "echo"})

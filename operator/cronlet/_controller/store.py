@@ -8,6 +8,8 @@ relies on a DELETED event arriving. No I/O.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from cronlet._core import manifests
@@ -35,11 +37,60 @@ def resource_version(body: dict[str, Any]) -> int:
         return 0
 
 
+class TaskBodies(MutableMapping[Key, dict[str, Any]]):
+    """Task bodies by key, each held as its compact JSON text with its uid and resourceVersion beside it.
+
+    Parsed, a task's body costs about three times its JSON in dicts and strings (7 KiB against 2.4 KiB for
+    a task with 1 KiB of parameters and a few history entries: 45 MiB at 10,000 tasks, measured with
+    tracemalloc). A body is read once per decision and parsed anew then (some 20 us); what the store looks at
+    in every event (uid, resourceVersion, namespace) needs no parse. Each read is a fresh copy: changing it
+    changes nothing held.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Key, tuple[str | None, int, str]] = {}
+
+    def __getitem__(self, key: Key) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(self._held[key][2])
+        return body
+
+    def __setitem__(self, key: Key, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        text = json.dumps(body, separators=(",", ":"))  # ASCII only (escaped): one byte a character
+        self._held[key] = (meta.get("uid"), resource_version(body), text)
+
+    def __delitem__(self, key: Key) -> None:
+        del self._held[key]
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._held)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._held
+
+    def uid(self, key: Key) -> str | None:
+        """The uid of the task held under ``key`` (None: none held, or one without a uid)."""
+        held = self._held.get(key)
+        return held[0] if held is not None else None
+
+    def version(self, key: Key) -> int | None:
+        """The resourceVersion of the task held under ``key``, or None when none is held."""
+        held = self._held.get(key)
+        return held[1] if held is not None else None
+
+    def versions(self) -> Iterator[tuple[Key, int]]:
+        for key, (_, version, _) in self._held.items():
+            yield key, version
+
+
 class Store:
     """Tasks by key, and each task's Jobs by name."""
 
     def __init__(self) -> None:
-        self.tasks: dict[Key, dict[str, Any]] = {}
+        self.tasks = TaskBodies()
         self.jobs: dict[Key, dict[str, JobObservation]] = {}
         self.job_rv: dict[tuple[str, str], int] = {}
         # Namespace labels, watched only when the operator allows podTemplate by namespace label.
@@ -48,9 +99,9 @@ class Store:
     def put_task(self, body: dict[str, Any]) -> Key:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        old = self.tasks.get(key)
-        same_object = old is not None and old["metadata"].get("uid") == meta.get("uid")
-        if not same_object or old is None or resource_version(body) >= resource_version(old):
+        held = self.tasks.version(key)
+        same_object = held is not None and self.tasks.uid(key) == meta.get("uid")
+        if not same_object or held is None or resource_version(body) >= held:
             self.tasks[key] = slim(body)
         return key
 
@@ -58,10 +109,11 @@ class Store:
         """Whether this copy of a task is newer than the one held (or the first of its object): the echo of
         our own write, whose answer is held already, is not."""
         meta = body["metadata"]
-        old = self.tasks.get((meta["namespace"], meta["name"]))
-        if old is None or old["metadata"].get("uid") != meta.get("uid"):
+        key = (meta["namespace"], meta["name"])
+        held = self.tasks.version(key)
+        if held is None or self.tasks.uid(key) != meta.get("uid"):
             return True
-        return resource_version(body) > resource_version(old)
+        return resource_version(body) > held
 
     def job_is_news(self, body: dict[str, Any]) -> bool:
         """Whether this copy of a Job tells the planner something it does not hold: most of a Job's updates
@@ -80,8 +132,7 @@ class Store:
     def drop_task(self, key: Key, *, uid: str | None = None) -> None:
         """Forget a task; with ``uid``, only that object of the name (a DELETED event of a task deleted and
         created again can be handled after the new one's ADDED: kopf handles objects by uid, not in order)."""
-        held = self.tasks.get(key)
-        if held is not None and (uid is None or held["metadata"].get("uid") == uid):
+        if key in self.tasks and (uid is None or self.tasks.uid(key) == uid):
             del self.tasks[key]
 
     def put_job(self, body: dict[str, Any]) -> Key | None:
@@ -143,10 +194,8 @@ class Store:
         the list; return their keys."""
         gone = [
             key
-            for key, body in self.tasks.items()
-            if (namespace is None or key[0] == namespace)
-            and key not in listed
-            and resource_version(body) <= list_version
+            for key, version in self.tasks.versions()
+            if (namespace is None or key[0] == namespace) and key not in listed and version <= list_version
         ]
         for key in gone:
             self.drop_task(key)

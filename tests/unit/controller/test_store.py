@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from cronlet._controller import store
@@ -127,3 +128,41 @@ def test_a_late_delete_of_the_old_job_keeps_the_new_one_of_the_name() -> None:
     assert key is not None and s.jobs[key]["t-1-1"].uid == "j2"
     assert s.drop_job(new) == key
     assert key not in s.jobs
+
+
+def test_a_body_read_is_a_copy_changing_it_changes_nothing_held() -> None:
+    s = store.Store()
+    key = s.put_task(task())
+    read = s.tasks[key]
+    read["status"]["lastDueTime"] = "2030-01-01T00:00:00Z"
+    read["metadata"]["resourceVersion"] = "99"
+    assert s.tasks[key]["status"] == task()["status"]
+    assert s.tasks.version(key) == 5
+
+
+def test_a_task_is_held_as_compact_text_smaller_than_its_parsed_body() -> None:
+    parameters = {f"p{i}": {"value": f"v{i}", "list": [i, i + 1]} for i in range(40)}
+    body = {**task(), "spec": {**task()["spec"], "parameters": parameters}}
+    s = store.Store()
+    key = s.put_task(body)
+    held = s.tasks._held[key][2]
+    assert isinstance(held, str) and held.isascii()
+    assert _deep_size(s.tasks[key]) > 2 * len(held)  # the reason the store holds text, not dicts
+    assert s.tasks[key] == store.slim(body)
+
+
+def test_uid_and_version_are_known_without_reading_a_body() -> None:
+    s = store.Store()
+    key = s.put_task(task(uid="u7", resourceVersion="12"))
+    assert (s.tasks.uid(key), s.tasks.version(key)) == ("u7", 12)
+    assert (s.tasks.uid(("ns", "other")), s.tasks.version(("ns", "other"))) == (None, None)
+    assert dict(s.tasks.versions()) == {key: 12}
+
+
+def _deep_size(value: object) -> int:
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(_deep_size(k) + _deep_size(v) for k, v in value.items())
+    elif isinstance(value, list):
+        size += sum(_deep_size(v) for v in value)
+    return size

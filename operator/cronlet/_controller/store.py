@@ -40,9 +40,9 @@ def resource_version(body: dict[str, Any]) -> int:
 class TaskBodies(MutableMapping[Key, dict[str, Any]]):
     """Task bodies by key, each held as its compact JSON text with its uid and resourceVersion beside it.
 
-    Parsed, a task's body costs about three times its JSON in dicts and strings (7 KiB against 2.4 KiB for
-    a task with 1 KiB of parameters and a few history entries: 45 MiB at 10,000 tasks, measured with
-    tracemalloc). A body is read once per decision and parsed anew then (some 20 us); what the store looks at
+    Parsed, a task's body costs several times its JSON in dicts and strings: tracemalloc found 7 KiB a task
+    of 1 KiB parameters held as dicts, and holding text took the operator at rest with 10,000 such tasks
+    from 209 to 157 MiB RSS (``tools/bench_scale.py --phases rest --sizes 10000``). A body is read once per decision and parsed anew then (some 20 us); what the store looks at
     in every event (uid, resourceVersion, namespace) needs no parse. Each read is a fresh copy: changing it
     changes nothing held.
     """

@@ -27,6 +27,10 @@ from cronlet._core import events, manifests, model, ratelimit
 from cronlet._core.views import Tenancy
 
 log = logging.getLogger("cronlet")
+# Seconds an idle per-object worker of kopf lingers for more events of its object (kopf's default: 5). Our
+# handlers only wake a pass (the store is fed before them), so a worker that stays is only memory: with the
+# default, a (re-)list of 10,000 tasks held a worker for every one of them at once (tools/bench_scale.py).
+IDLE_WORKER_SECONDS = 0.5
 
 
 @dataclass
@@ -318,6 +322,7 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
     # ~110 MB as dicts at once, which set the start-up peak; a page of 500 is a few MB.
     settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
+    settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
     sched.start()
     if outbox is not None:
         outbox.start()

@@ -31,6 +31,8 @@ log = logging.getLogger("cronlet")
 # handlers only wake a pass (the store is fed before them), so a worker that stays is only memory: with the
 # default, a (re-)list of 10,000 tasks held a worker for every one of them at once (tools/bench_scale.py).
 IDLE_WORKER_SECONDS = 0.5
+# Seconds between the warnings that name the watches whose first listing has not ended (not ready meanwhile).
+LISTING_WAIT_NOTE_SECONDS = 30.0
 
 
 @dataclass
@@ -193,6 +195,27 @@ class Intake:
             return True
         return False
 
+    def waiting_for(self) -> list[str]:
+        """The watches whose first listing has not ended, as a person reads them."""
+        return sorted(
+            f"{plural} in {ns}" if ns else f"{plural} (all namespaces)" for plural, ns in self.pending
+        )
+
+    async def wait_listed(self, *, say_every: float) -> None:
+        """Wait until every watch has listed, saying every ``say_every`` seconds which ones it still waits for
+        (an uninstalled CRD or a missing permission keeps a listing from ever ending, and the operator
+        not ready)."""
+        while True:
+            try:
+                await asyncio.wait_for(self.listed.wait(), timeout=say_every)
+                return
+            except TimeoutError:
+                log.warning(
+                    "not ready: still waiting for the first listing of %s (is the CRD installed, and may the "
+                    "operator list and watch it?)",
+                    ", ".join(self.waiting_for()),
+                )
+
     def ended(self, listing: listings.Listing) -> None:
         """A listing ended: the store holds what it returned (its events were taken in before its end)."""
         self.pending.discard((listing.plural, listing.namespace))
@@ -331,7 +354,7 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
 
     async def mark_ready() -> None:
         await ready_flag.wait()
-        await intake.listed.wait()
+        await intake.wait_listed(say_every=LISTING_WAIT_NOTE_SECONDS)
         state.ready = True  # ready as the leader or as a warm standby: both have listed everything
         m.ready.set(1)
         if elector is not None:

@@ -162,22 +162,21 @@ class Store:
             self.job_rv.pop((key[0], name), None)
         return key
 
-    def put_namespace(self, body: dict[str, Any]) -> list[Key]:
-        """Keep a namespace's labels; return the keys of its tasks (their podTemplate may be allowed now)."""
+    def put_namespace(self, body: dict[str, Any]) -> None:
+        """Keep a namespace's labels (the namespace's event handler wakes its tasks: their podTemplate may be
+        allowed now, or no longer)."""
         meta = body["metadata"]
         self.namespace_labels[meta["name"]] = dict(meta.get("labels") or {})
-        return self.tasks_in(meta["name"])
 
-    def drop_namespace(self, name: str) -> list[Key]:
+    def drop_namespace(self, name: str) -> None:
         self.namespace_labels.pop(name, None)
-        return self.tasks_in(name)
 
     def converge_namespaces(self, listed: frozenset[str]) -> list[Key]:
         """Forget the namespaces a list did not return; return the keys of their tasks."""
-        keys: list[Key] = []
-        for name in [n for n in self.namespace_labels if n not in listed]:
-            keys += self.drop_namespace(name)
-        return keys
+        gone = {n for n in self.namespace_labels if n not in listed}
+        for name in gone:
+            self.drop_namespace(name)
+        return [key for key in self.tasks if key[0] in gone] if gone else []
 
     def tasks_in(self, namespace: str) -> list[Key]:
         return [key for key in self.tasks if key[0] == namespace]

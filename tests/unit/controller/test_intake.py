@@ -106,3 +106,21 @@ def test_listed_only_once_every_watch_has_listed() -> None:
 def test_cluster_wide_watches_and_none_to_wait_for() -> None:
     assert runtime.watched(runtime.Options()) == {("scheduledtasks", None), ("jobs", None)}
     assert asyncio.run(asyncio.wait_for(intake().listed.wait(), 1)) is True
+
+
+def test_a_listing_that_never_ends_is_named_in_a_warning_while_not_ready(caplog: Any) -> None:
+    i = intake(expected={("scheduledtasks", "a"), ("jobs", "a")})
+    i.ended(listings.Listing("jobs", "a", frozenset(), 1))
+
+    async def wait_then_list() -> None:
+        waiting = asyncio.create_task(i.wait_listed(say_every=0.05))
+        await asyncio.sleep(0.12)
+        assert not waiting.done()
+        i.ended(listings.Listing("scheduledtasks", "a", frozenset(), 1))
+        await asyncio.wait_for(waiting, 1)
+
+    with caplog.at_level("WARNING", logger="cronlet"):
+        asyncio.run(wait_then_list())
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) >= 2
+    assert all("scheduledtasks in a" in text and "jobs" not in text for text in said)

@@ -13,6 +13,7 @@ import concurrent.futures
 import logging
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,6 +225,23 @@ class Intake:
             self.listed.set()
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base for handlers that act on changes (``on.update``, daemons): we have none, only event
+    handlers. kopf's own storage deep-copies every object of every event to build it, 6% of the operator's
+    samples in a burst of 1,000 runs (py-spy); this one keeps and builds nothing."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def watched(opts: Options) -> set[tuple[str, str | None]]:
     """The (plural, namespace) of every watch kopf runs for us: one per namespace, or one cluster-wide."""
     spaces: list[str | None] = list(opts.namespaces) if opts.namespaces else [None]
@@ -346,6 +364,7 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
     settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
     settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
+    settings.persistence.diffbase_storage = NoDiffBase()
     sched.start()
     if outbox is not None:
         outbox.start()

@@ -159,6 +159,16 @@ def test_uid_and_version_are_known_without_reading_a_body() -> None:
     assert dict(s.tasks.versions()) == {key: 12}
 
 
+def test_a_namespace_a_list_did_not_return_is_forgotten_with_its_tasks_named() -> None:
+    s = store.Store()
+    for namespace in ("kept", "gone"):
+        s.put_namespace({"metadata": {"name": namespace, "labels": {"team": namespace}}})
+        s.put_task(task(namespace=namespace, name="t", uid=f"u-{namespace}"))
+    assert s.converge_namespaces(frozenset({"kept"})) == [("gone", "t")]
+    assert s.namespace_labels == {"kept": {"team": "kept"}}
+    assert s.converge_namespaces(frozenset({"kept"})) == []
+
+
 def _deep_size(value: object) -> int:
     size = sys.getsizeof(value)
     if isinstance(value, dict):

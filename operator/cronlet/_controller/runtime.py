@@ -242,6 +242,20 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # Events are ours: only what a user must see
+    settings.scanning.disabled = True  # no CRD/namespace watching needed: fewer permissions
+    settings.watching.server_timeout = 300
+    # The initial list (and every re-list) in pages: 10,000 tasks in one answer are ~25 MB of JSON and
+    # ~110 MB as dicts at once, which set the start-up peak; a page of 500 is a few MB.
+    settings.watching.chunk_size = 500
+    settings.networking.request_timeout = 60
+    settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
+    settings.persistence.diffbase_storage = NoDiffBase()
+    return settings
+
+
 def watched(opts: Options) -> set[tuple[str, str | None]]:
     """The (plural, namespace) of every watch kopf runs for us: one per namespace, or one cluster-wide."""
     spaces: list[str | None] = list(opts.namespaces) if opts.namespaces else [None]
@@ -355,16 +369,7 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
             intake.ended(listing)  # the store holds the listing's events whatever converging did
 
     listings.install(listed, intake.event)
-    settings = kopf.OperatorSettings()
-    settings.posting.enabled = False  # Events are ours: only what a user must see
-    settings.scanning.disabled = True  # no CRD/namespace watching needed: fewer permissions
-    settings.watching.server_timeout = 300
-    # The initial list (and every re-list) in pages: 10,000 tasks in one answer are ~25 MB of JSON and
-    # ~110 MB as dicts at once, which set the start-up peak; a page of 500 is a few MB.
-    settings.watching.chunk_size = 500
-    settings.networking.request_timeout = 60
-    settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
-    settings.persistence.diffbase_storage = NoDiffBase()
+    settings = kopf_settings()
     sched.start()
     if outbox is not None:
         outbox.start()

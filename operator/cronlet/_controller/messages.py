@@ -12,12 +12,19 @@ from cronlet._core.views import JobObservation, JobState, TaskView
 
 Reader = Callable[[str, str], Awaitable[tuple[str, int | None]]]
 LIMIT = 10000  # entries; old ones are never needed again once their run is recorded
+# Characters of messages held in all: a termination message can be 4 KiB, so 10,000 of them could hold 40 MiB.
+# 2 MiB hold 500 such messages, far more than a burst has finished and not yet recorded at one time.
+MAX_CHARS = 2 * 1024 * 1024
 
 
 class MessageCache:
-    def __init__(self, read: Reader, *, limit: int = LIMIT) -> None:
+    """Oldest first out, past ``limit`` entries or ``max_chars`` characters of messages in all."""
+
+    def __init__(self, read: Reader, *, limit: int = LIMIT, max_chars: int = MAX_CHARS) -> None:
         self._read = read
         self._limit = limit
+        self._max_chars = max_chars
+        self._chars = 0
         self._cache: dict[tuple[str, str], tuple[str, int | None]] = {}
 
     async def for_task(self, view: TaskView, jobs: Sequence[JobObservation]) -> dict[str, str]:
@@ -29,9 +36,21 @@ class MessageCache:
             if job is None or job.state is JobState.ACTIVE:
                 continue
             ident = (view.namespace, job.name)
-            if ident not in self._cache:
-                self._cache[ident] = await self._read(view.namespace, job.name)
-                if len(self._cache) > self._limit:
-                    self._cache.pop(next(iter(self._cache)))
-            out[job.name] = self._cache[ident][0]
+            found = self._cache.get(ident)
+            if found is None:
+                found = await self._read(view.namespace, job.name)
+                self._keep(ident, found)
+            out[job.name] = found[0]
         return out
+
+    def _keep(self, ident: tuple[str, str], found: tuple[str, int | None]) -> None:
+        self._cache[ident] = found
+        self._chars += len(found[0])
+        while len(self._cache) > 1 and (len(self._cache) > self._limit or self._chars > self._max_chars):
+            dropped = self._cache.pop(next(iter(self._cache)))
+            self._chars -= len(dropped[0])
+
+    @property
+    def chars(self) -> int:
+        """Characters of messages held now."""
+        return self._chars

@@ -153,6 +153,14 @@ def parser() -> argparse.ArgumentParser:
         default=int(_env("WORKERS", "32")),
         help="tasks reconciled at once (default 32)",
     )
+    op.add_argument(
+        "--claim-ahead",
+        type=_non_negative,
+        default=_env("CLAIM_AHEAD", "60"),
+        metavar="SECONDS",
+        help="claim a task's next run up to this long before its due time, so that only the Job's create is "
+        "left at that time; 0: claim at the due time (default 60; with event sinks always 0)",
+    )
     tenancy = op.add_argument_group(
         "tenancy",
         "what a task's podTemplate may do (creating a ScheduledTask is creating pods): docs/operations.md",
@@ -334,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_task_metrics=args.per_task_metrics,
         per_task_metrics_limit=args.per_task_metrics_limit,
         workers=args.workers,
+        claim_ahead=args.claim_ahead,
         leader_elect=args.leader_elect,
         tenancy=Tenancy(
             allowed_service_accounts=args.allowed_service_accounts,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TypeVar
 
 import prometheus_client
@@ -228,8 +229,9 @@ class Metrics:
             elif isinstance(seen, EventsDropped):
                 self.events_dropped.inc(seen.count)
 
-    def track(self, key: Key, plan: Plan) -> None:
-        """Set the gauges (tasks by phase, active runs) from a task's new status."""
+    def track(self, key: Key, plan: Plan, *, now: datetime | None = None) -> None:
+        """Set the gauges (tasks by phase, active runs) from a task's new status. A run claimed ahead counts
+        from its due time (its startTime): before ``now`` reaches it, it has not started."""
         phase = plan.status.phase or "Scheduled"
         old = self._phases.get(key)
         if old is None and self.per_task:
@@ -239,8 +241,13 @@ class Metrics:
                 self.tasks.labels(key[0], old).dec()
             self.tasks.labels(key[0], phase).inc()
             self._phases[key] = phase
-        active = len(plan.status.active)
-        starts = [times.parse(a.start_time).timestamp() for a in plan.status.active if a.start_time]
+        begun = [
+            a
+            for a in plan.status.active
+            if now is None or not a.start_time or times.parse(a.start_time) <= now
+        ]
+        active = len(begun)
+        starts = [times.parse(a.start_time).timestamp() for a in begun if a.start_time]
         oldest = min(starts, default=0.0)
         labels = self.labels(*key)
         if labels == key:

@@ -14,6 +14,10 @@ attempt in ``status.active`` under a resourceVersion precondition; Jobs are crea
 won. A stale replica's write gets 409 Conflict and it creates nothing, even where the Job's name (the old
 lock) is free again because history limits, a TTL or a person deleted that Job. Deletes carry the Job's uid
 as a precondition, and only Jobs the task owns are deleted.
+
+A run claimed ahead (``claim_ahead``) was claimed by an earlier write of ours: at its due time its Job is
+created with no write first. The reconciler remembers which claims in each status it wrote, and when their
+window ends; a claim it did not write is never created by it (``decision`` waits it out).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cronlet._common import times
 from cronlet._controller import kube, messages, publisher, workqueue
 from cronlet._controller.metrics import Metrics
 from cronlet._controller.store import Key, Store
@@ -54,6 +59,7 @@ class Reconciler:
         leading: Callable[[], bool] = lambda: True,
         tenancy: Tenancy | None = None,
         events_publisher: publisher.Publisher | None = None,
+        claim_ahead: timedelta | None = None,
     ) -> None:
         self.kube = kube_api
         self.image = image
@@ -68,6 +74,10 @@ class Reconciler:
         self.n_workers = workers
         self.leading = leading  # only the leader acts; a standby keeps its store warm and waits
         self.publisher = events_publisher  # None: the operator has no event sinks, and keeps no outboxes
+        self.claim_ahead = claim_ahead  # None: each run is claimed at its due time
+        # The claims this replica wrote that are still in the task's status, (jobName, claimTime) -> the monotonic
+        # instant after which their Job may not be created: a claim's Job is created only by its writer.
+        self._claims: dict[Key, dict[tuple[str, str], float]] = {}
         self._failures: dict[Key, int] = {}
         self._loops: list[asyncio.Task[None]] = []
 
@@ -130,6 +140,7 @@ class Reconciler:
         body = self.store.tasks.get(key)
         if body is None:
             self.wake_at(key, None)
+            self._claims.pop(key, None)
             self.metrics.forget(key)
             if self.publisher is not None:
                 self.publisher.forget(key)
@@ -155,11 +166,22 @@ class Reconciler:
         jobs = list(self.store.jobs.get(key, {}).values())
         found = await self.messages.for_task(view, jobs)
         not_started = await self._why_not_started(view, jobs)
-        now = self.clock()
+        now, decided = self.clock(), time.monotonic()
         outbox = None
         if self.publisher is not None:
             outbox = self.publisher.policy(view.namespace, view.name, view.uid)
-        plan = decision.plan(view, jobs, now=now, messages=found, not_started=not_started, outbox=outbox)
+        held = self._held(key, view)
+        plan = decision.plan(
+            view,
+            jobs,
+            now=now,
+            messages=found,
+            not_started=not_started,
+            outbox=outbox,
+            # With task events, at the due time: a run's "started" must not go out before it starts.
+            claim_ahead=self.claim_ahead if self.publisher is None else None,
+            mine=held.keys(),
+        )
         stored = view.status.events
         if self.publisher is not None and stored is not None and stored.pending:
             # Recorded by a write whose answer we never got (it timed out, then a retry met 409): the watch
@@ -167,25 +189,22 @@ class Reconciler:
             self.publisher.nudge(key, view.namespace, view.name, view.uid, stored.pending[-1].sequence)
         if not self.leading():
             return  # the lease lapsed while we read: write nothing
-        # The create window starts when the claim write first went out, not when its answer was read: a process
-        # frozen with that answer unread (SIGSTOP at a due instant) must not create after its thaw, since
-        # another replica re-claims 15 s after claimTime. Found by the HA chaos test on CI. (Not when it was
-        # decided either: a claim waiting for the rate limit in a large burst would expire unsent.)
+        # Each claim's create window (``_create_by``) starts when its write first went out, not when the answer
+        # was read (a leader frozen with the answer unread created twice on CI), nor when it was decided (a
+        # claim waiting for the rate limit in a large burst would expire unsent).
         sent: list[float] = []
         written = await self._write_status(key, body, view, plan, sent=sent)
         if written is None:
             return
-        if plan.create and written is body:
-            # Every attempt to create is claimed in the new status: an unchanged status means a planner bug,
-            # and creating without a won write would undo the fencing.
-            log.error("%s/%s: Jobs to create without a status write; not creating them", *key)
-            return
-        claimed_at = sent[0] if sent else time.monotonic()  # no write: nothing is claimed, nothing created
-        if not await self._create_jobs(key, written, view, plan, now, claimed_at=claimed_at):
+        if written is not body:
+            first = sent[0] if sent else decided  # (``sent`` is never empty: the earliest it can be)
+            went_out = self.clock() - timedelta(seconds=max(0.0, time.monotonic() - first))
+            held = self._wrote(key, view, plan, sent=(first, went_out), decided=(decided, now))
+        if not await self._create_jobs(key, written, view, plan, now, held=held):
             return
         # The next look is due whatever happens below: a failed delete or Event must not lose it.
         self.wake_at(key, plan.wake_at)
-        self.metrics.track(key, plan)
+        self.metrics.track(key, plan, now=self.clock())
         # Jobs are deleted only once the status that no longer needs them is written: deleting first and then
         # losing the write would make a finished run look like a vanished attempt, and retry it.
         owned = self.store.jobs.get(key, {})
@@ -201,25 +220,82 @@ class Reconciler:
         for event in plan.events:
             await self._event(view, event, now)
 
+    def _held(self, key: Key, view: TaskView) -> dict[tuple[str, str], float]:
+        """The claims of ours still in the task's status (others are forgotten: taken over, or done), each with
+        the monotonic instant after which its Job may not be created."""
+        mine = self._claims.get(key)
+        if not mine:
+            return {}
+        present = {(a.job_name, a.claim_time) for a in view.status.active if a.claim_time is not None}
+        kept = {claim: by for claim, by in mine.items() if claim in present}
+        self._hold(key, kept)
+        return kept
+
+    def _wrote(
+        self,
+        key: Key,
+        view: TaskView,
+        plan: Plan,
+        *,
+        sent: tuple[float, datetime],
+        decided: tuple[float, datetime],
+    ) -> dict[tuple[str, str], float]:
+        """After our status write won: the claims it made are ours, those it kept are ours if they were."""
+        before = self._held(key, view)
+        known = {(a.job_name, a.claim_time) for a in view.status.active}
+        held: dict[tuple[str, str], float] = {}
+        for entry in plan.status.active:
+            if entry.claim_time is None:
+                continue
+            claim = (entry.job_name, entry.claim_time)
+            if claim in before:
+                held[claim] = before[claim]
+            elif claim not in known:
+                held[claim] = _create_by(entry, sent=sent, decided=decided)
+        self._hold(key, held)
+        return held
+
+    def _hold(self, key: Key, claims: dict[tuple[str, str], float]) -> None:
+        if claims:
+            self._claims[key] = claims
+        else:
+            self._claims.pop(key, None)
+
     async def _create_jobs(
-        self, key: Key, body: dict[str, Any], view: TaskView, plan: Plan, now: datetime, *, claimed_at: float
+        self,
+        key: Key,
+        body: dict[str, Any],
+        view: TaskView,
+        plan: Plan,
+        now: datetime,
+        *,
+        held: dict[tuple[str, str], float],
     ) -> bool:
-        """Create the plan's Jobs; False when the pass must end here without an error (namespace going away)."""
+        """Create the plan's Jobs; False when the pass must end here without an error (namespace going away).
+
+        Each Job is created only under a claim of ours in the status as written, and only within its window
+        (``_create_by``)."""
+        claims = {a.job_name: a for a in plan.status.active}
         for run in plan.create:
             assert plan.spec is not None
             manifest = manifests.build_job(task=view, spec=plan.spec, run=run, image=self.image)
             name = manifest["metadata"]["name"]
+            entry = claims.get(name)
+            not_after = held.get((name, entry.claim_time or "")) if entry is not None else None
+            if not_after is None:
+                # Creating without a claim of ours in the status would undo the fencing: a planner bug.
+                log.error("%s/%s: not creating Job %s: no claim of ours for it in the status", *key, name)
+                continue
             try:
                 # Paused between our claim and the send (GC, SIGSTOP, a queue of API calls, a slow API):
                 # another replica may have claimed the attempt anew by now. Then nothing is created, and the
                 # next pass decides again. The check is made in the sending thread, just before each try.
-                created = await self.kube.create_job(
-                    manifest, not_after=claimed_at + decision.CREATE_WINDOW.total_seconds()
-                )
+                created = await self.kube.create_job(manifest, not_after=not_after)
                 lag = max(0.0, (self.clock() - run.scheduled_time).total_seconds())
                 self.metrics.child(self.metrics.lag, *self.metrics.labels(*key)).observe(lag)
             except kube.ClaimExpired:
                 log.warning("%s/%s: not creating Job %s: its claim is too old now", *key, name)
+                self._hold(key, {c: t for c, t in held.items() if c[0] != name})  # no longer ours to create
                 self.wake_at(key, self.clock())
                 return False
             except kube.AlreadyExists as exists:
@@ -335,3 +411,26 @@ class Reconciler:
         await self.kube.post_event(
             manifests.build_event(task=view, event=event, now=now, component="cronlet")
         )
+
+
+def _create_by(
+    entry: model.ActiveRun, *, sent: tuple[float, datetime], decided: tuple[float, datetime]
+) -> float:
+    """The monotonic instant after which the Job of a claim we just wrote may not be created.
+
+    CREATE_WINDOW from when the claim write first went out (``sent``: monotonic and wall), not from when its
+    answer was read: a process frozen with that answer unread (SIGSTOP at a due instant) must not create after
+    its thaw. For a run claimed ahead, CREATE_WINDOW from its due time. And never later than CREATE_WINDOW
+    before another replica may take the claim over (RECLAIM_AFTER after claimTime, or after the due time of a
+    run claimed ahead, by its wall clock), however long the write waited for the rate limit: ``decided`` is
+    when (monotonic and wall) the pass read the clock for the claimTime it wrote.
+    """
+    (first, went_out), (mono_now, now) = sent, decided
+    due = times.parse(entry.scheduled_time)
+    start = max(due, went_out) if decision.ahead(entry) else went_out
+    window = decision.CREATE_WINDOW.total_seconds()
+    by_send = first + (start - went_out).total_seconds() + window
+    takeover = due if decision.ahead(entry) else times.parse(entry.claim_time or times.rfc3339(now))
+    reclaim = decision.RECLAIM_AFTER.total_seconds()
+    by_takeover = mono_now + (takeover - now).total_seconds() + reclaim - window  # `window` left for skew
+    return min(by_send, by_takeover)

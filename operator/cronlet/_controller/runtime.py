@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -45,6 +46,7 @@ class Options:
     per_task_metrics: bool = True
     per_task_metrics_limit: int = metrics.PER_TASK_LIMIT
     workers: int = 32
+    claim_ahead: float = 60.0  # seconds before a due time its run may be claimed; 0: at the due time
     leader_elect: bool = True
     election: election.Settings = field(default_factory=election.Settings)
     tenancy: Tenancy = field(default_factory=Tenancy)
@@ -330,6 +332,7 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
         known_handlers=frozenset(handlerref.registered()),
         workers=opts.workers,
         tenancy=opts.tenancy,
+        claim_ahead=timedelta(seconds=opts.claim_ahead) if opts.claim_ahead > 0 else None,
     )
     outbox: publisher.Publisher | None = None
     if event_sinks:

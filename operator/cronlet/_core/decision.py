@@ -16,7 +16,7 @@ run-now, handle due times, pick Jobs to clean up; then ``status.build`` assemble
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from cronlet._common import times
@@ -58,6 +58,13 @@ DEADLINE_GRACE = 1.0  # seconds added to startingDeadlineSeconds for wake-up lat
 CREATE_WINDOW = timedelta(seconds=5)
 RECLAIM_AFTER = timedelta(seconds=15)
 CLAIM_GRACE = timedelta(seconds=60)
+# Claiming ahead (``plan(claim_ahead=...)``): a task with no unfinished run whose next due time is at most
+# ``claim_ahead`` away claims that run in the status write it makes anyway (the end of the run before), or in
+# one made ``claim_ahead`` before the due time. At the due time the claimant only creates the Job: no write
+# comes before it, and the run's start is already recorded. A claim ahead is an entry of ``status.active``
+# whose claimTime is before its scheduledTime. For the fence, its claim counts from the due time: its
+# claimant creates the Job only within CREATE_WINDOW of the due time (by its monotonic clock, from when the
+# claim went out), and anyone else waits RECLAIM_AFTER past the due time before it takes the run over.
 
 
 def plan(
@@ -68,6 +75,8 @@ def plan(
     messages: Mapping[str, str] | None = None,
     not_started: Mapping[str, str] | None = None,
     outbox: events.Policy | None = None,
+    claim_ahead: timedelta | None = None,
+    mine: Collection[tuple[str, str]] = (),
 ) -> Plan:
     """Decide what to do for ``task`` at ``now``.
 
@@ -75,6 +84,9 @@ def plan(
     ``overdue_starts`` named to why their pod has not started (``Reason: message``). ``outbox`` is given
     when the operator publishes task events: each transition of this pass is then recorded in
     ``status.events`` by the same status write, and what the sinks acknowledged is dropped from it.
+    ``claim_ahead``: claim the next due run up to this long before it (None: at its due time). ``mine``: the
+    claims in ``task.status.active`` that this replica wrote, as (jobName, claimTime); a claim ahead that is
+    due is created without a write only by the replica that wrote it.
     """
     now = now.astimezone(UTC)
     own = [j for j in jobs if j.owner_uid == task.uid]
@@ -90,12 +102,21 @@ def plan(
         except validation.InvalidSpec:
             spec = None
 
-    work = _Pass(task, now=now, own=own, messages=messages or {}, not_started=not_started or {})
+    work = _Pass(
+        task,
+        now=now,
+        own=own,
+        messages=messages or {},
+        not_started=not_started or {},
+        claim_ahead=claim_ahead,
+        mine=frozenset(mine),
+    )
     token = task.status.last_run_now_token
     if spec is not None:
         work.adopt(spec)
         work.after_reset()
         work.progress(spec)
+        work.claims_ahead(spec, sched)
     if spec is not None and sched is not None:
         token = work.run_now(spec)
         work.due(spec, sched)
@@ -187,8 +208,12 @@ class _Pass:
         own: Sequence[JobObservation],
         messages: Mapping[str, str],
         not_started: Mapping[str, str],
+        claim_ahead: timedelta | None = None,
+        mine: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         old = task.status
+        self.claim_ahead = claim_ahead
+        self.mine = mine
         self.task = task
         self.now = now
         self.own = own
@@ -367,6 +392,8 @@ class _Pass:
             self.run_result = (False, "RetriesExhausted", text)
             return None
         job = self.by_name.get(entry.job_name)
+        if job is None and ahead(entry):
+            return entry  # not created yet: claims_ahead decides
         if job is not None and job.state is JobState.ACTIVE and job.name in self.not_started:
             return self._not_started(spec, entry, job)
         if job is not None and job.state is JobState.ACTIVE:
@@ -415,6 +442,48 @@ class _Pass:
         self.events.append(Event("Warning", reason, text))
         self.run_result = (False, reason, text)
         return None
+
+    def claims_ahead(self, spec: TaskSpec, sched: schedule.Schedule | None) -> None:
+        """Runs claimed ahead whose Job is not there: wait for the due time, create, wait, or let go.
+
+        Letting go takes the run out of ``active`` as if it had never been claimed, and moves the cursor back
+        so that ``due`` decides that due time again: not at all (suspended, no longer a due time of the
+        schedule), or with concurrencyPolicy, startingDeadlineSeconds and missed runs applied as for any run.
+        """
+        kept: list[ActiveRun] = []
+        for entry in self.active:
+            if not ahead(entry) or entry.job_name in self.by_name:
+                kept.append(entry)
+                continue
+            at = times.parse(entry.scheduled_time)
+            others = [a for a in self.active if not ahead(a) or a.job_name in self.by_name]
+            still_due = sched is not None and _is_due_time(sched, at)
+            if spec.suspend or not still_due:
+                self._let_go(entry, decide_again=False)  # nothing is owed for that due time now
+            elif self.now < at:
+                self.wake.append(at)
+                kept.append(entry)
+            elif others and spec.concurrency_policy != "Allow":
+                self._let_go(entry, decide_again=True)  # a run-now started meanwhile: the policy decides
+            elif (entry.job_name, entry.claim_time) in self.mine and self.now < at + CREATE_WINDOW:
+                self.create.append(JobToCreate(run_id=entry.run_id, attempt=1, scheduled_time=at))
+                kept.append(entry)
+            elif self.now < at + RECLAIM_AFTER:
+                self.wake.append(at + RECLAIM_AFTER)  # its claimant may still create it: do not race them
+                self.awaiting_create = True
+                kept.append(entry)
+            else:
+                self._let_go(entry, decide_again=True)  # not created by its claimant: due decides again
+        self.active = kept
+
+    def _let_go(self, entry: ActiveRun, *, decide_again: bool) -> None:
+        """Forget a run claimed ahead and not created. ``decide_again``: its due time is due again (to
+        ``due``); else the due times up to now count as handled (suspended, or no longer a due time)."""
+        self.counters["runs"] = max(0, self.counters["runs"] - 1)
+        at = times.parse(entry.scheduled_time)
+        limit = at - timedelta(microseconds=1) if decide_again else self.now
+        if self.cursor is not None and self.cursor > limit:
+            self.cursor = limit
 
     def _not_started(self, spec: TaskSpec, entry: ActiveRun, job: JobObservation) -> ActiveRun | None:
         """An attempt whose pod did not start within the start limit: a failed attempt, its Job deleted."""
@@ -590,8 +659,36 @@ class _Pass:
             cursor = due.latest
         self.cursor = cursor
         self.next_due = schedule.next_after(sched, cursor)
+        if self.next_due is None:
+            return
+        self.wake.append(self.next_due)
+        if self.claim_ahead is None or self.active:
+            return  # a run still going: its end (or the due time) decides, with concurrencyPolicy
+        if self.next_due - self.now > self.claim_ahead:
+            self.wake.append(self.next_due - self.claim_ahead)
+            return
+        self._claim(self.next_due)
+        self.cursor = self.next_due
+        self.next_due = schedule.next_after(sched, self.cursor)
         if self.next_due is not None:
             self.wake.append(self.next_due)
+
+    def _claim(self, due: datetime) -> None:
+        """Claim the run of ``due`` (after now) in this pass's write; its Job is created at ``due``."""
+        run_id = naming.scheduled_run_id(due)
+        self.active.append(
+            ActiveRun(
+                job_name=naming.job_name(self.task.name, run_id, 1),
+                scheduled_time=times.rfc3339(due),
+                attempt=1,
+                run_id=run_id,
+                start_time=times.rfc3339(due),
+                claim_time=times.rfc3339(self.now),
+            )
+        )
+        self.counters["runs"] += 1
+        self.last_schedule = max(self.last_schedule, due) if self.last_schedule else due
+        self.wake.append(due)
 
     def _missed_and_latest(self, spec: TaskSpec, sched: schedule.Schedule, due: schedule.DueRuns) -> None:
         """Record the due runs that will not start as Missed, and start the latest if it is still in time."""
@@ -632,9 +729,11 @@ class _Pass:
 
     def _admit(self, spec: TaskSpec, due: datetime, what: str, *, run_id: str) -> bool:
         """Apply concurrencyPolicy to a run about to start; True when it may start."""
-        if not self.active or spec.concurrency_policy == "Allow":
+        # A run claimed ahead and not due yet does not count: at its due time the policy is applied to it.
+        going = [a for a in self.active if not (ahead(a) and a.job_name not in self.by_name)]
+        if not going or spec.concurrency_policy == "Allow":
             return True
-        fresh = [a for a in self.active if a.run_id in self.started]
+        fresh = [a for a in going if a.run_id in self.started]
         if spec.concurrency_policy == "Forbid" or fresh:
             # Replace never stops a run this same pass started (a run-now and a due time at one moment).
             if fresh:
@@ -651,7 +750,7 @@ class _Pass:
             reason = "StartedAtTheSameMoment" if fresh else "ConcurrencyForbid"
             self.emit("skipped", run_id=run_id, scheduled_time=times.rfc3339(due), reason=reason, message=why)
             return False
-        for entry in self.active:  # Replace
+        for entry in going:  # Replace
             if entry.next_retry_time is None:
                 self.delete.append(entry.job_name)
             self.history.append(
@@ -678,9 +777,9 @@ class _Pass:
                 start_time=entry.start_time,
                 completion_time=times.rfc3339(self.now),
             )
-        text = f"stopped {len(self.active)} unfinished run(s) for the {what} of {times.rfc3339(due)}"
+        text = f"stopped {len(going)} unfinished run(s) for the {what} of {times.rfc3339(due)}"
         self.events.append(Event("Normal", "Replaced", text))
-        self.active = []
+        self.active = [a for a in self.active if a not in going]
         return True
 
     def _start(self, run_id: str, due: datetime, *, manual: bool) -> None:
@@ -724,6 +823,19 @@ class _Pass:
     def _delete(self, name: str) -> None:
         if name not in self.delete:
             self.delete.append(name)
+
+
+def ahead(entry: ActiveRun) -> bool:
+    """A run claimed ahead of its due time: its first attempt was claimed before it was due."""
+    if entry.attempt != 1 or entry.claim_time is None or naming.is_manual(entry.run_id):
+        return False
+    return times.parse(entry.claim_time) < times.parse(entry.scheduled_time)
+
+
+def _is_due_time(sched: schedule.Schedule, moment: datetime) -> bool:
+    """Whether ``moment`` (as recorded, to the millisecond) is one of the schedule's due times."""
+    latest = schedule.latest_at_or_before(sched, moment + timedelta(milliseconds=1))
+    return latest is not None and abs(latest - moment) < timedelta(milliseconds=1)
 
 
 def _clip(text: str, limit: int) -> str:

@@ -349,14 +349,17 @@ class ActiveRun(_Model):
     scheduled_time: str = _time("Due time of the run (RFC 3339).", alias="scheduledTime", required=True)
     attempt: int = Field(..., description="Attempt number of jobName (1 = first try).")
     run_id: str = Field("", alias="runId", description="Identifier of the run, shared by its attempts.")
-    start_time: str | None = _time("When the first attempt started (RFC 3339).", alias="startTime")
+    start_time: str | None = _time(
+        "When the first attempt started (RFC 3339); for a run claimed ahead, its due time.", alias="startTime"
+    )
     next_retry_time: str | None = _time(
         "Set while the run waits out a backoff: when the next attempt starts (RFC 3339).",
         alias="nextRetryTime",
     )
     claim_time: str | None = _time(
         "When this attempt was claimed (RFC 3339): the operator writes the attempt here before it creates its "
-        "Job, so a replica with a stale view, whose write is refused, creates nothing.",
+        "Job, so a replica with a stale view, whose write is refused, creates nothing. Before scheduledTime for "
+        "a run claimed ahead (the operator's --claim-ahead): its Job is created at scheduledTime.",
         alias="claimTime",
     )
 
@@ -441,23 +444,29 @@ class TaskStatus(_Model):
         None, alias="observedGeneration", description="Generation of the spec last acted on."
     )
     next_run_time: str | None = _time(
-        "Next due time (RFC 3339, UTC); absent while suspended or invalid.", alias="nextRunTime"
+        "Next due time (RFC 3339, UTC); absent while suspended or invalid. Once the next run is claimed ahead "
+        "(it is in active), the due time after it.",
+        alias="nextRunTime",
     )
     last_schedule_time: str | None = _time(
-        "Due time of the most recent run started (RFC 3339).", alias="lastScheduleTime"
+        "Due time of the most recent run started or claimed ahead (RFC 3339).", alias="lastScheduleTime"
     )
     last_successful_time: str | None = _time(
         "Completion time of the most recent successful run (RFC 3339).", alias="lastSuccessfulTime"
     )
     last_due_time: str | None = _time(
-        "Most recent due time handled (started, skipped or recorded missed); the next one is computed after "
-        "it, so a restart neither repeats nor loses a due time.",
+        "Most recent due time handled (started, claimed ahead, skipped or recorded missed); the next one is "
+        "computed after it, so a restart neither repeats nor loses a due time.",
         alias="lastDueTime",
     )
     last_result: str | None = Field(
         None, alias="lastResult", description="Outcome of the most recent finished run."
     )
-    active: list[ActiveRun] = Field(default_factory=list, description="Unfinished runs.")
+    active: list[ActiveRun] = Field(
+        default_factory=list,
+        description="Unfinished runs, and the next run from when it is claimed ahead (up to the operator's "
+        "--claim-ahead, 60 s by default, before its due time; its claimTime is before its scheduledTime).",
+    )
     active_count: int | None = Field(
         None,
         alias="activeCount",

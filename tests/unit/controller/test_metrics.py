@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from cronlet._controller.metrics import OTHER, Metrics
@@ -95,3 +97,13 @@ def test_the_tasks_gauge_counts_every_task_whatever_the_limit() -> None:
     m.forget(("ns", "t-0"))
     m.forget(("ns", "t-3"))
     assert samples(m, "cronlet_tasks") == {("ns", "", ""): 3}
+
+
+def test_a_run_claimed_ahead_counts_as_active_from_its_due_time() -> None:
+    m = Metrics()
+    claimed = plan(active=1)  # starts at 00:00:00
+    m.track(("ns", "a"), claimed, now=datetime(2025, 12, 31, 23, 59, 30, tzinfo=UTC))
+    assert samples(m, "cronlet_runs_active")[("ns", "a", "")] == 0
+    assert samples(m, "cronlet_oldest_run_start_time_seconds")[("ns", "a", "")] == 0
+    m.track(("ns", "a"), claimed, now=datetime(2026, 1, 1, 0, 0, 0, 10_000, tzinfo=UTC))
+    assert samples(m, "cronlet_runs_active")[("ns", "a", "")] == 1

@@ -475,3 +475,121 @@ def test_an_unreadable_status_is_stalled_at_the_tasks_generation() -> None:
         }
 
     asyncio.run(go())
+
+
+# --------------------------------------------------------------------------- claiming ahead
+
+
+def _writes_per_run(ahead: timedelta | None, runs: int = 3) -> tuple[int, list[str]]:
+    """Status writes over ``runs`` runs of a task every 10 s whose Jobs succeed a second after they start."""
+    s, fk, clock = make({"successfulJobsHistoryLimit": 5})
+    s.claim_ahead = ahead
+    key = ("ns", "t")
+    writes: list[datetime] = []
+    write = fk.patch_status
+
+    async def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        writes.append(clock[0])
+        return await write(*args, **kwargs)
+
+    fk.patch_status = counted  # type: ignore[method-assign]
+
+    async def go() -> None:
+        clock[0] = T0 + timedelta(seconds=1)
+        await s.reconcile(key)  # the first status
+        for n in range(1, runs + 1):
+            clock[0] = T0 + timedelta(seconds=10 * n + 0.01)
+            await s.reconcile(key)  # due: the Job
+            name = fk.created[-1]
+            s.store.put_job(fk.jobs[name])
+            await s.reconcile(key)  # its watch event
+            done = finish(fk.jobs[name], True, T0 + timedelta(seconds=10 * n + 1))
+            fk.jobs[name] = done
+            s.store.put_job(done)
+            clock[0] = T0 + timedelta(seconds=10 * n + 1.5)
+            await s.reconcile(key)  # its end
+
+    asyncio.run(go())
+    assert fk.created == [
+        f"t-{int((T0 + timedelta(seconds=10 * n)).timestamp())}-1" for n in range(1, runs + 1)
+    ]
+    return len(writes) - 1, fk.created
+
+
+def test_claiming_ahead_leaves_one_status_write_per_run() -> None:
+    """The end of each run also claims the next; at the due time only the Job is created. Without the lead,
+    each run needs its claim and its end."""
+    assert _writes_per_run(timedelta(seconds=60)) == (3, _writes_per_run(None)[1])
+    assert _writes_per_run(None)[0] == 6
+
+
+def test_a_run_claimed_ahead_by_another_replica_is_created_by_it_alone() -> None:
+    async def go() -> None:
+        a, _, clock = make({"schedule": "0 * * * * *"})
+        b, _, _ = make({"schedule": "0 * * * * *"})
+        b.clock = a.clock
+        a.claim_ahead = b.claim_ahead = timedelta(seconds=60)
+        server = Server(dict(a.store.tasks[("ns", "t")]))
+        a.kube = server.client()(a.store)  # type: ignore[assignment]
+        b.kube = server.client()(b.store)  # type: ignore[assignment]
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=30)
+        await a.reconcile(key)  # A's first write claims the run of :60
+        b.store.put_task(server.task)  # B sees it (a standby that just took over)
+        clock[0] = T0 + timedelta(seconds=60.01)
+        await b.reconcile(key)
+        assert server.created == []  # not B's claim: B waits RECLAIM_AFTER
+        assert b.timers.pending(key) == T0 + timedelta(seconds=60) + reconciler.decision.RECLAIM_AFTER
+        await a.reconcile(key)
+        assert server.created == ["t-1767225660-1"]  # A's claim: created, with no write first
+        assert server.task["metadata"]["resourceVersion"] == "2"
+
+    asyncio.run(go())
+
+
+def test_a_claimant_frozen_past_the_due_time_does_not_create_after_its_thaw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its create window ends CREATE_WINDOW after the due time by its monotonic clock, counted from its claim
+    write: a pass whose clock reading came before the freeze still sends nothing after it."""
+    monkeypatch.setattr(reconciler.decision, "CREATE_WINDOW", timedelta(seconds=0.2))
+
+    async def go() -> None:
+        s, fk, clock = make({"schedule": "0 * * * * *"})
+        s.claim_ahead = timedelta(seconds=60)
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=59.9)
+        await s.reconcile(key)  # claims :60, 0.1 s ahead
+        assert fk.created == []
+        time.sleep(0.4)  # frozen: the due time and its window pass
+        clock[0] = T0 + timedelta(seconds=60.01)  # read before the freeze
+        await s.reconcile(key)
+        assert fk.created == []
+
+    asyncio.run(go())
+
+
+def test_a_claim_write_that_waited_too_long_to_go_out_creates_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its window starts when it went out, but another replica may take over RECLAIM_AFTER after its
+    claimTime: the Job is never created later than CREATE_WINDOW before that, however long the write waited
+    (for the rate limit, in a burst)."""
+    monkeypatch.setattr(reconciler.decision, "CREATE_WINDOW", timedelta(seconds=0.1))
+    monkeypatch.setattr(reconciler.decision, "RECLAIM_AFTER", timedelta(seconds=0.3))
+
+    async def go() -> None:
+        s, fk, clock = make({})
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=10.01)
+        write = fk.patch_status
+
+        async def queued(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            time.sleep(0.25)  # waits for the rate limit, then goes out
+            return await write(*args, **kwargs)
+
+        fk.patch_status = queued  # type: ignore[method-assign]
+        await s.reconcile(key)
+        assert fk.created == []
+
+    asyncio.run(go())

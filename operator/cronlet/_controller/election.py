@@ -127,6 +127,7 @@ class Elector:
         self._wall = wall
         self._valid_until = 0.0
         self._was_leading = False
+        self.since: datetime | None = None  # wall time this process became the leader; None while it is not
         self._seen: Record | None = None
         self._seen_at = monotonic()
         self._lease: dict[str, Any] | None = None
@@ -192,6 +193,7 @@ class Elector:
     def _transition(self) -> None:
         now_leading = self._valid()
         if now_leading and not self._was_leading:
+            self.since = self._wall()
             log.info(
                 "became the leader (lease %s/%s, identity %s)",
                 self.settings.namespace,
@@ -201,6 +203,7 @@ class Elector:
             self._on_lead()
         elif self._was_leading and not now_leading:
             log.warning("lost the lease %s/%s: no longer acting", self.settings.namespace, self.settings.name)
+            self.since = None
             self._on_lose()
         self._was_leading = now_leading
 

@@ -77,6 +77,7 @@ def plan(
     outbox: events.Policy | None = None,
     claim_ahead: timedelta | None = None,
     mine: Collection[tuple[str, str]] = (),
+    leading_since: datetime | None = None,
 ) -> Plan:
     """Decide what to do for ``task`` at ``now``.
 
@@ -86,7 +87,9 @@ def plan(
     ``status.events`` by the same status write, and what the sinks acknowledged is dropped from it.
     ``claim_ahead``: claim the next due run up to this long before it (None: at its due time). ``mine``: the
     claims in ``task.status.active`` that this replica wrote, as (jobName, claimTime); a claim ahead that is
-    due is created without a write only by the replica that wrote it.
+    due is created without a write only by the replica that wrote it. ``leading_since``: when this replica became
+    the leader, under leader election (None without it): a claim of another replica due later than that cannot
+    be created by it (it acts only while it leads), so it is taken over at its due time without waiting.
     """
     now = now.astimezone(UTC)
     own = [j for j in jobs if j.owner_uid == task.uid]
@@ -110,6 +113,7 @@ def plan(
         not_started=not_started or {},
         claim_ahead=claim_ahead,
         mine=frozenset(mine),
+        leading_since=leading_since,
     )
     token = task.status.last_run_now_token
     if spec is not None:
@@ -210,10 +214,12 @@ class _Pass:
         not_started: Mapping[str, str],
         claim_ahead: timedelta | None = None,
         mine: frozenset[tuple[str, str]] = frozenset(),
+        leading_since: datetime | None = None,
     ) -> None:
         old = task.status
         self.claim_ahead = claim_ahead
         self.mine = mine
+        self.leading_since = leading_since
         self.task = task
         self.now = now
         self.own = own
@@ -468,6 +474,8 @@ class _Pass:
             elif (entry.job_name, entry.claim_time) in self.mine and self.now < at + CREATE_WINDOW:
                 self.create.append(JobToCreate(run_id=entry.run_id, attempt=1, scheduled_time=at))
                 kept.append(entry)
+            elif (entry.job_name, entry.claim_time) not in self.mine and self._led_before(at):
+                self._let_go(entry, decide_again=True)  # its claimant stopped leading before it fell due
             elif self.now < at + RECLAIM_AFTER:
                 self.wake.append(at + RECLAIM_AFTER)  # its claimant may still create it: do not race them
                 self.awaiting_create = True
@@ -475,6 +483,11 @@ class _Pass:
             else:
                 self._let_go(entry, decide_again=True)  # not created by its claimant: due decides again
         self.active = kept
+
+    def _led_before(self, due: datetime) -> bool:
+        """Whether we have led since before ``due`` (with CREATE_WINDOW of margin for the clocks): then no other
+        replica was leading at ``due``, and only a leader creates the Job of a claim once it is due."""
+        return self.leading_since is not None and due > self.leading_since + CREATE_WINDOW
 
     def _let_go(self, entry: ActiveRun, *, decide_again: bool) -> None:
         """Forget a run claimed ahead and not created. ``decide_again``: its due time is due again (to

@@ -414,7 +414,7 @@ class EventOutbox(_Model):
 
 
 class Counters(_Model):
-    runs: int = Field(0, description="Runs started.")
+    runs: int = Field(0, description="Runs started, and the next run once it is claimed ahead.")
     succeeded: int = Field(0, description="Runs that succeeded.")
     failed: int = Field(0, description="Runs that failed after their retries.")
     retries: int = Field(0, description="Retry attempts started.")
@@ -428,10 +428,11 @@ class TaskStatus(_Model):
     phase: Phase | None = Field(
         None,
         description=(
-            "Scheduled, Running (an attempt is active), Retrying (waiting out a backoff), Suspended, Failed (the "
-            "last run exhausted its retries; the next due time is still scheduled), Invalid (the spec cannot "
-            "run: fix it) or Blocked (the API server refuses the executor Job, or the status cannot be read: no "
-            "run starts until that is resolved). The Ready condition's reason says why."
+            "Scheduled, Running (an attempt is active, or the next run is claimed ahead), Retrying (waiting out "
+            "a backoff), Suspended, Failed (the last run exhausted its retries; the next due time is still "
+            "scheduled), Invalid (the spec cannot run: fix it) or Blocked (the API server refuses the executor "
+            "Job, or the status cannot be read: no run starts until that is resolved). The Ready condition's "
+            "reason says why."
         ),
     )
     conditions: list[Condition] = Field(

@@ -105,9 +105,10 @@ def test_two_electors_one_leader_failover_after_the_lease_and_release_hands_over
             clock[0] += 2
         assert 15 <= clock[0] - last_change <= 17
         assert not a.leading()  # a's own renew deadline has long passed
+        assert b.since is not None and a.since is None  # since when b leads (claims due later are b's)
         # a clean stop: b releases, a takes over at its next round
         await b.release()
-        assert not b.leading()
+        assert not b.leading() and b.since is None
         clock[0] += 0.1
         assert await a.round()
         # a, "killed", ran no round in between; it saw its lapse when asked, and leads anew (looking at

@@ -26,8 +26,10 @@ def step(
     *,
     mine: Collection[tuple[str, str]] = (),
     ahead: timedelta | None = AHEAD,
+    leading_since: float | None = None,
 ) -> views.Plan:
-    return decision.plan(t, jobs, now=at(now), claim_ahead=ahead, mine=mine)
+    since = at(leading_since) if leading_since is not None else None
+    return decision.plan(t, jobs, now=at(now), claim_ahead=ahead, mine=mine, leading_since=since)
 
 
 def claims(plan: views.Plan) -> set[tuple[str, str]]:
@@ -100,6 +102,18 @@ def test_a_claim_of_another_replica_is_left_to_it_then_taken_over_as_if_never_cl
     assert taken.status.active == never.status.active  # claimed anew, at its own time
     assert taken.status.counters == never.status.counters
     assert taken.status.last_due_time == never.status.last_due_time
+
+
+def test_a_new_leader_takes_over_at_once_a_claim_due_after_it_began_to_lead() -> None:
+    """The old leader creates a claim's Job only while it leads, and it stopped before we began: no wait. A
+    claim due before that (or within CREATE_WINDOW of it) may still be created by it: wait it out."""
+    t = task(MINUTELY)
+    claimed = then(t, step(t, [], now=30))
+    r = step(claimed, [], now=60.01, leading_since=50)
+    assert [c.scheduled_time for c in r.create] == [at(60)]
+    assert r.status.active[0].claim_time == rfc3339(at(60.01))  # claimed anew, by us, before the create
+    early = step(claimed, [], now=60.01, leading_since=56)
+    assert early.create == () and early.wake_at == at(60) + decision.RECLAIM_AFTER
 
 
 def test_after_a_long_downtime_missed_runs_are_what_they_are_without_claims() -> None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from cronlet._common import times
+
 log = logging.getLogger("cronlet.election")
 
 
@@ -69,6 +71,19 @@ def decide(
         renew=stamp,
         transitions=record.transitions if mine else record.transitions + 1,
     )
+
+
+def acting_alone_since(record: Record | None, *, now: datetime) -> datetime:
+    """Once we win ``record``: since when no other replica can have acted (created a Job of a claim it holds).
+
+    A lease taken over after it expired: from now (its holder's renew deadline ended before its lease did). A
+    lease its holder released on a clean stop: from when that holder acquired it, since the releaser acts no
+    more and nobody else acted while it led (its acquireTime is its own wall clock: callers keep a margin).
+    """
+    if record is not None and not record.holder and record.acquire_time:
+        with contextlib.suppress(ValueError):
+            return min(now, times.parse(record.acquire_time))
+    return now
 
 
 def _spec(me: str, settings: Settings, *, acquire: str, renew: str, transitions: int) -> dict[str, Any]:
@@ -127,7 +142,9 @@ class Elector:
         self._wall = wall
         self._valid_until = 0.0
         self._was_leading = False
-        self.since: datetime | None = None  # wall time this process became the leader; None while it is not
+        # While leading: since when no other replica can have acted (``acting_alone_since``); else None.
+        self.since: datetime | None = None
+        self._since_if_won = wall()
         self._seen: Record | None = None
         self._seen_at = monotonic()
         self._lease: dict[str, Any] | None = None
@@ -182,6 +199,7 @@ class Elector:
         )
         if spec is None:
             return False
+        self._since_if_won = acting_alone_since(record, now=self._wall())
         written = await self.api.write_lease(
             s.namespace, s.name, spec, resource_version=record.version if record else ""
         )
@@ -193,7 +211,7 @@ class Elector:
     def _transition(self) -> None:
         now_leading = self._valid()
         if now_leading and not self._was_leading:
-            self.since = self._wall()
+            self.since = self._since_if_won
             log.info(
                 "became the leader (lease %s/%s, identity %s)",
                 self.settings.namespace,

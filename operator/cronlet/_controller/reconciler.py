@@ -73,9 +73,9 @@ class Reconciler:
         self.messages = messages.MessageCache(self._read_message)
         self.n_workers = workers
         self.leading = leading  # only the leader acts; a standby keeps its store warm and waits
-        # Under leader election: when this replica became the leader (claims of others due later are not theirs
-        # to create any more). None without election, where nothing says when another replica acts.
-        self.leading_since: Callable[[], datetime | None] = lambda: None
+        # Under leader election: since when no other replica can have acted (election.acting_alone_since);
+        # claims of others due later are not theirs to create. None without election: nothing says so.
+        self.alone_since: Callable[[], datetime | None] = lambda: None
         self.publisher = events_publisher  # None: the operator has no event sinks, and keeps no outboxes
         self.claim_ahead = claim_ahead  # None: each run is claimed at its due time
         # The claims this replica wrote that are still in the task's status, (jobName, claimTime) -> the monotonic
@@ -184,7 +184,7 @@ class Reconciler:
             # With task events, at the due time: a run's "started" must not go out before it starts.
             claim_ahead=self.claim_ahead if self.publisher is None else None,
             mine=held.keys(),
-            leading_since=self.leading_since(),
+            alone_since=self.alone_since(),
         )
         stored = view.status.events
         if self.publisher is not None and stored is not None and stored.pending:

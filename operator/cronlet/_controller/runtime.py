@@ -356,7 +356,7 @@ async def run(opts: Options, event_sinks: list[sinks.Sink] | None = None) -> Non
 
         elector = election.Elector(adapter, opts.election, on_lead=lead, on_lose=lambda: m.leader.set(0))
         sched.leading = elector.leading
-        sched.leading_since = lambda: elector.since if elector.leading() else None
+        sched.alone_since = lambda: elector.since if elector.leading() else None
         if outbox is not None:
             outbox.leading = elector.leading
     else:

@@ -77,7 +77,7 @@ def plan(
     outbox: events.Policy | None = None,
     claim_ahead: timedelta | None = None,
     mine: Collection[tuple[str, str]] = (),
-    leading_since: datetime | None = None,
+    alone_since: datetime | None = None,
 ) -> Plan:
     """Decide what to do for ``task`` at ``now``.
 
@@ -87,9 +87,9 @@ def plan(
     ``status.events`` by the same status write, and what the sinks acknowledged is dropped from it.
     ``claim_ahead``: claim the next due run up to this long before it (None: at its due time). ``mine``: the
     claims in ``task.status.active`` that this replica wrote, as (jobName, claimTime); a claim ahead that is
-    due is created without a write only by the replica that wrote it. ``leading_since``: when this replica became
-    the leader, under leader election (None without it): a claim of another replica due later than that cannot
-    be created by it (it acts only while it leads), so it is taken over at its due time without waiting.
+    due is created without a write only by the replica that wrote it. ``alone_since``: under leader election,
+    since when no other replica can have acted (None without election): a claim of another replica due later
+    than that is not theirs to create any more (only a leader creates), so it is taken over at its due time.
     """
     now = now.astimezone(UTC)
     own = [j for j in jobs if j.owner_uid == task.uid]
@@ -113,7 +113,7 @@ def plan(
         not_started=not_started or {},
         claim_ahead=claim_ahead,
         mine=frozenset(mine),
-        leading_since=leading_since,
+        alone_since=alone_since,
     )
     token = task.status.last_run_now_token
     if spec is not None:
@@ -214,12 +214,12 @@ class _Pass:
         not_started: Mapping[str, str],
         claim_ahead: timedelta | None = None,
         mine: frozenset[tuple[str, str]] = frozenset(),
-        leading_since: datetime | None = None,
+        alone_since: datetime | None = None,
     ) -> None:
         old = task.status
         self.claim_ahead = claim_ahead
         self.mine = mine
-        self.leading_since = leading_since
+        self.alone_since = alone_since
         self.task = task
         self.now = now
         self.own = own
@@ -485,9 +485,9 @@ class _Pass:
         self.active = kept
 
     def _led_before(self, due: datetime) -> bool:
-        """Whether we have led since before ``due`` (with CREATE_WINDOW of margin for the clocks): then no other
-        replica was leading at ``due``, and only a leader creates the Job of a claim once it is due."""
-        return self.leading_since is not None and due > self.leading_since + CREATE_WINDOW
+        """Whether no other replica can have acted since before ``due`` (with CREATE_WINDOW of margin for the
+        clocks): only a leader creates the Job of a claim, at its due time."""
+        return self.alone_since is not None and due > self.alone_since + CREATE_WINDOW
 
     def _let_go(self, entry: ActiveRun, *, decide_again: bool) -> None:
         """Forget a run claimed ahead and not created. ``decide_again``: its due time is due again (to

@@ -1,4 +1,4 @@
-"""``cronlet operator``'s tenancy flags, and the CRONLET_* variables the chart sets for them."""
+"""``cronlet operator``'s flags (tenancy, claiming ahead), and the CRONLET_* variables the chart sets for them."""
 
 from __future__ import annotations
 
@@ -62,3 +62,15 @@ def test_namespace_patterns_are_refused_at_start(
 def test_namespace_names_are_taken() -> None:
     assert operator._bad_namespaces(["team-a", "b1", "x" * 63]) == []
     assert operator._bad_namespaces(["Team", "-a", "x" * 64, "a.b"]) == ["Team", "-a", "x" * 64, "a.b"]
+
+
+def test_claim_ahead_is_60_seconds_by_default_and_0_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    def lead(*args: str) -> object:
+        return operator.parser().parse_args(["operator", *args]).claim_ahead
+
+    assert lead() == 60
+    assert lead("--claim-ahead", "0") == 0
+    monkeypatch.setenv("CRONLET_CLAIM_AHEAD", "5")
+    assert lead() == 5
+    with pytest.raises(SystemExit):
+        lead("--claim-ahead", "-1")

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cronlet._common import times
 from cronlet._controller import election
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,10 +108,13 @@ def test_two_electors_one_leader_failover_after_the_lease_and_release_hands_over
         assert not a.leading()  # a's own renew deadline has long passed
         assert b.since is not None and a.since is None  # since when b leads (claims due later are b's)
         # a clean stop: b releases, a takes over at its next round
+        acquired = leases.lease["spec"]["acquireTime"] if leases.lease else ""
         await b.release()
         assert not b.leading() and b.since is None
         clock[0] += 0.1
         assert await a.round()
+        # b stopped and acted alone while it led: nobody but a has acted since b acquired the lease
+        assert a.since == times.parse(acquired)
         # a, "killed", ran no round in between; it saw its lapse when asked, and leads anew (looking at
         # every task again) when it wins
         assert events == ["a leads", "b leads", "a lost", "a leads"]
@@ -159,3 +163,15 @@ def test_a_lapse_between_rounds_is_a_loss_and_winning_again_is_a_new_lead() -> N
         assert events == ["lead", "lose", "lead"]
 
     asyncio.run(go())
+
+
+def test_acting_alone_since_an_expired_lease_is_taken_or_since_the_releasers_acquisition() -> None:
+    now = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
+    held = election.Record(
+        holder="a", duration=15, acquire_time="2026-01-01T00:00:00.000000Z", renew_time=None, transitions=1,
+        version="7",
+    )  # fmt: skip
+    assert election.acting_alone_since(held, now=now) == now  # taken after it expired
+    released = election.Record(**{**held.__dict__, "holder": ""})
+    assert election.acting_alone_since(released, now=now) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert election.acting_alone_since(None, now=now) == now

@@ -26,10 +26,10 @@ def step(
     *,
     mine: Collection[tuple[str, str]] = (),
     ahead: timedelta | None = AHEAD,
-    leading_since: float | None = None,
+    alone_since: float | None = None,
 ) -> views.Plan:
-    since = at(leading_since) if leading_since is not None else None
-    return decision.plan(t, jobs, now=at(now), claim_ahead=ahead, mine=mine, leading_since=since)
+    since = at(alone_since) if alone_since is not None else None
+    return decision.plan(t, jobs, now=at(now), claim_ahead=ahead, mine=mine, alone_since=since)
 
 
 def claims(plan: views.Plan) -> set[tuple[str, str]]:
@@ -109,10 +109,10 @@ def test_a_new_leader_takes_over_at_once_a_claim_due_after_it_began_to_lead() ->
     claim due before that (or within CREATE_WINDOW of it) may still be created by it: wait it out."""
     t = task(MINUTELY)
     claimed = then(t, step(t, [], now=30))
-    r = step(claimed, [], now=60.01, leading_since=50)
+    r = step(claimed, [], now=60.01, alone_since=50)
     assert [c.scheduled_time for c in r.create] == [at(60)]
     assert r.status.active[0].claim_time == rfc3339(at(60.01))  # claimed anew, by us, before the create
-    early = step(claimed, [], now=60.01, leading_since=56)
+    early = step(claimed, [], now=60.01, alone_since=56)
     assert early.create == () and early.wake_at == at(60) + decision.RECLAIM_AFTER
 
 

@@ -73,14 +73,15 @@ def decide(
     )
 
 
-def acting_alone_since(record: Record | None, *, now: datetime) -> datetime:
+def acting_alone_since(record: Record | None, *, me: str, now: datetime) -> datetime:
     """Once we win ``record``: since when no other replica can have acted (created a Job of a claim it holds).
 
     A lease taken over after it expired: from now (its holder's renew deadline ended before its lease did). A
-    lease its holder released on a clean stop: from when that holder acquired it, since the releaser acts no
-    more and nobody else acted while it led (its acquireTime is its own wall clock: callers keep a margin).
+    lease its holder released on a clean stop, or one held under our own identity (an earlier process of ours:
+    the container restarted in its pod): from when that holder acquired it, since it acts no more and nobody
+    else acted while it led (its acquireTime is its own wall clock: callers keep a margin).
     """
-    if record is not None and not record.holder and record.acquire_time:
+    if record is not None and record.holder in ("", me) and record.acquire_time:
         with contextlib.suppress(ValueError):
             return min(now, times.parse(record.acquire_time))
     return now
@@ -199,7 +200,7 @@ class Elector:
         )
         if spec is None:
             return False
-        self._since_if_won = acting_alone_since(record, now=self._wall())
+        self._since_if_won = acting_alone_since(record, me=s.identity, now=self._wall())
         written = await self.api.write_lease(
             s.namespace, s.name, spec, resource_version=record.version if record else ""
         )

@@ -484,6 +484,14 @@ class _Pass:
                 self._let_go(entry, decide_again=True)  # not created by its claimant: due decides again
         self.active = kept
 
+    def _not_due_yet(self, entry: ActiveRun) -> bool:
+        """A run claimed ahead whose due time has not come (nor its Job)."""
+        return (
+            ahead(entry)
+            and entry.job_name not in self.by_name
+            and self.now < times.parse(entry.scheduled_time)
+        )
+
     def _led_before(self, due: datetime) -> bool:
         """Whether no other replica can have acted since before ``due`` (with CREATE_WINDOW of margin for the
         clocks): only a leader creates the Job of a claim, at its due time."""
@@ -491,12 +499,31 @@ class _Pass:
 
     def _let_go(self, entry: ActiveRun, *, decide_again: bool) -> None:
         """Forget a run claimed ahead and not created. ``decide_again``: its due time is due again (to
-        ``due``); else the due times up to now count as handled (suspended, or no longer a due time)."""
+        ``due``), or recorded missed if later due times were handled meanwhile; else the due times up to now
+        count as handled (suspended, or no longer a due time)."""
         self.counters["runs"] = max(0, self.counters["runs"] - 1)
         at = times.parse(entry.scheduled_time)
-        limit = at - timedelta(microseconds=1) if decide_again else self.now
-        if self.cursor is not None and self.cursor > limit:
-            self.cursor = limit
+        if not decide_again:
+            if self.cursor is not None and self.cursor > self.now:
+                self.cursor = self.now
+        elif self.cursor is None or self.cursor <= at:
+            self.cursor = at - timedelta(microseconds=1)
+        else:  # a later due time was handled while it waited (skipped, or started under Allow): missed
+            text = f"due run of {entry.scheduled_time} was claimed by another replica, which did not start it"
+            self.counters["missed"] += 1
+            self.history.append(
+                HistoryEntry(scheduled_time=entry.scheduled_time, outcome="Missed", message=text)
+            )
+            self.events.append(Event("Warning", "MissedSchedule", text))
+            self.observations.append(RunFinished("Missed", count=1))
+            self.emit(
+                "missed",
+                run_id=entry.run_id,
+                scheduled_time=entry.scheduled_time,
+                reason="MissedSchedule",
+                message=text,
+                count=1,
+            )
 
     def _not_started(self, spec: TaskSpec, entry: ActiveRun, job: JobObservation) -> ActiveRun | None:
         """An attempt whose pod did not start within the start limit: a failed attempt, its Job deleted."""
@@ -743,7 +770,7 @@ class _Pass:
     def _admit(self, spec: TaskSpec, due: datetime, what: str, *, run_id: str) -> bool:
         """Apply concurrencyPolicy to a run about to start; True when it may start."""
         # A run claimed ahead and not due yet does not count: at its due time the policy is applied to it.
-        going = [a for a in self.active if not (ahead(a) and a.job_name not in self.by_name)]
+        going = [a for a in self.active if not self._not_due_yet(a)]
         if not going or spec.concurrency_policy == "Allow":
             return True
         fresh = [a for a in going if a.run_id in self.started]

@@ -171,7 +171,8 @@ def test_acting_alone_since_an_expired_lease_is_taken_or_since_the_releasers_acq
         holder="a", duration=15, acquire_time="2026-01-01T00:00:00.000000Z", renew_time=None, transitions=1,
         version="7",
     )  # fmt: skip
-    assert election.acting_alone_since(held, now=now) == now  # taken after it expired
+    assert election.acting_alone_since(held, me="b", now=now) == now  # taken after it expired
     released = election.Record(**{**held.__dict__, "holder": ""})
-    assert election.acting_alone_since(released, now=now) == datetime(2026, 1, 1, tzinfo=UTC)
-    assert election.acting_alone_since(None, now=now) == now
+    assert election.acting_alone_since(released, me="b", now=now) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert election.acting_alone_since(held, me="a", now=now) == datetime(2026, 1, 1, tzinfo=UTC)  # restarted
+    assert election.acting_alone_since(None, me="b", now=now) == now

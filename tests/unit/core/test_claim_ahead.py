@@ -7,11 +7,13 @@ a claim that is let go leaves the task as if it had never been claimed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 
 from test_decision import at, job, task, then
 
+from cronlet._common import times
 from cronlet._common.times import rfc3339
 from cronlet._core import decision, naming, views
 
@@ -183,3 +185,44 @@ def test_without_a_lead_runs_are_claimed_at_their_due_time() -> None:
     t = task(MINUTELY)
     r = step(t, [], now=30, ahead=None)
     assert r.status.active == [] and r.wake_at == at(60)
+
+
+def _run(t: views.TaskView, *, start: float, end: float, alone_since: float | None) -> views.TaskView:
+    """Passes every half second from ``start`` as a replica that holds no claim of the status it starts
+    from; the Jobs it creates run for 2 s and succeed."""
+    jobs: dict[str, views.JobObservation] = {}
+    mine: set[tuple[str, str]] = set()
+    now = start
+    while now <= end:
+        ended = {n: j.created + timedelta(seconds=2) for n, j in jobs.items()}
+        seen = [
+            j if ended[n] > at(now)
+            else dataclasses.replace(j, state=views.JobState.SUCCEEDED, completion_time=ended[n])
+            for n, j in jobs.items()
+        ]  # fmt: skip
+        r = step(t, seen, now, mine=mine, alone_since=alone_since)
+        before = {(a.job_name, a.claim_time) for a in t.status.active}
+        mine |= {
+            (a.job_name, a.claim_time) for a in r.status.active if (a.job_name, a.claim_time) not in before
+        }
+        for c in r.create:
+            made = job(0, run_id=c.run_id, created=now)
+            jobs[made.name] = dataclasses.replace(made, scheduled_time=c.scheduled_time)
+        t = then(t, r)
+        now += 0.5
+    return t
+
+
+def test_a_replica_that_restarts_without_its_claims_counts_every_due_time_once() -> None:
+    """Killed just after it claimed the run of :04, back at :08.5 with no memory of its claim: every due time is
+    then started, skipped or missed exactly once, and no due time gets two Jobs (found on the real cluster:
+    due times handled while the claim waited were handled again when it was let go)."""
+    t = task({"schedule": "*/4 * * * * *"})
+    claimed = then(t, step(t, [], now=2.5))
+    for alone_since in (None, 8.5, 0.0):  # without election; a new leader; our own lease, from a dead process
+        end = _run(claimed, start=8.5, end=40, alone_since=alone_since)
+        c = end.status.counters
+        handled = int((times.parse(end.status.last_due_time or "") - at(4)).total_seconds() // 4) + 1
+        assert c.runs + c.skipped + c.missed == handled, (alone_since, c, end.status.history)
+        started = [h.scheduled_time for h in end.status.history if h.outcome == "Succeeded"]
+        assert len(started) == len(set(started))

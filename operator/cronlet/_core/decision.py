@@ -452,9 +452,10 @@ class _Pass:
     def claims_ahead(self, spec: TaskSpec, sched: schedule.Schedule | None) -> None:
         """Runs claimed ahead whose Job is not there: wait for the due time, create, wait, or let go.
 
-        Letting go takes the run out of ``active`` as if it had never been claimed, and moves the cursor back
-        so that ``due`` decides that due time again: not at all (suspended, no longer a due time of the
-        schedule), or with concurrencyPolicy, startingDeadlineSeconds and missed runs applied as for any run.
+        Letting go takes the run out of ``active`` as if it had never been claimed (``_let_go``): its due time
+        is not run (suspended, no longer a due time of the schedule), or ``due`` decides it again, with
+        concurrencyPolicy, startingDeadlineSeconds and missed runs applied as for any run; or, if later due
+        times were handled while it waited, it is recorded missed.
         """
         kept: list[ActiveRun] = []
         for entry in self.active:

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 
-from test_decision import at, job, task, then
+from test_decision import _the_echo_changes_nothing, at, job, task, then
 
 from cronlet._common import times
 from cronlet._common.times import rfc3339
@@ -31,7 +31,13 @@ def step(
     alone_since: float | None = None,
 ) -> views.Plan:
     since = at(alone_since) if alone_since is not None else None
-    return decision.plan(t, jobs, now=at(now), claim_ahead=ahead, mine=mine, alone_since=since)
+    result = decision.plan(t, jobs, now=at(now), claim_ahead=ahead, mine=mine, alone_since=since)
+    # The echo as the reconciler takes it: the claims this pass wrote are its own.
+    wrote = set(mine) | (claims(result) - {(a.job_name, a.claim_time) for a in t.status.active})
+    _the_echo_changes_nothing(
+        t, jobs, now, result, None, None, claim_ahead=ahead, mine=wrote, alone_since=since
+    )
+    return result
 
 
 def claims(plan: views.Plan) -> set[tuple[str, str]]:

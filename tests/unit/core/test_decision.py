@@ -99,6 +99,7 @@ def _the_echo_changes_nothing(
     result: views.Plan,
     messages: dict[str, str] | None,
     not_started: dict[str, str] | None,
+    **options: Any,
 ) -> None:
     """The operator takes no pass on the watch's echo of its own writes (it holds their answers): so a pass
     over what this one wrote and created, at the same instant, must find nothing to do and no earlier wake-up.
@@ -120,7 +121,7 @@ def _the_echo_changes_nothing(
     ]
     seen = [dataclasses.replace(j, deleting=True) if j.name in result.delete else j for j in jobs]
     again = decision.plan(
-        then(t, result), [*seen, *made], now=at(now), messages=messages, not_started=not_started
+        then(t, result), [*seen, *made], now=at(now), messages=messages, not_started=not_started, **options
     )
     assert again.create == (), f"a pass on the echo would create {again.create}"
     assert again.status == result.status, "a pass on the echo would write again"

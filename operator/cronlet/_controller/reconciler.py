@@ -285,11 +285,16 @@ class Reconciler:
             manifest = manifests.build_job(task=view, spec=plan.spec, run=run, image=self.image)
             name = manifest["metadata"]["name"]
             entry = claims.get(name)
-            not_after = held.get((name, entry.claim_time or "")) if entry is not None else None
-            if not_after is None:
+            claim = (name, entry.claim_time or "") if entry is not None else None
+            not_after = held.get(claim) if claim is not None else None
+            if claim is None or not_after is None:
                 # Creating without a claim of ours in the status would undo the fencing: a planner bug.
                 log.error("%s/%s: not creating Job %s: no claim of ours for it in the status", *key, name)
                 continue
+            # A claim is good for one create: the Job may be gone by the next pass (a history limit of 0, another
+            # replica recording its end) while our store still shows the claim.
+            held.pop(claim)
+            self._hold(key, held)
             try:
                 # Paused between our claim and the send (GC, SIGSTOP, a queue of API calls, a slow API):
                 # another replica may have claimed the attempt anew by now. Then nothing is created, and the
@@ -299,7 +304,6 @@ class Reconciler:
                 self.metrics.child(self.metrics.lag, *self.metrics.labels(*key)).observe(lag)
             except kube.ClaimExpired:
                 log.warning("%s/%s: not creating Job %s: its claim is too old now", *key, name)
-                self._hold(key, {c: t for c, t in held.items() if c[0] != name})  # no longer ours to create
                 self.wake_at(key, self.clock())
                 return False
             except kube.AlreadyExists as exists:

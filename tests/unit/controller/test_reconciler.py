@@ -593,3 +593,25 @@ def test_a_claim_write_that_waited_too_long_to_go_out_creates_nothing(
         assert fk.created == []
 
     asyncio.run(go())
+
+
+def test_a_claim_ahead_is_created_once_even_when_its_job_is_gone_before_the_status_says_so() -> None:
+    """Another replica saw the Job end, recorded it and pruned it (history limit 0); our store already has the
+    Job's deletion but not yet that status write. Within the window the claim still looks ours: it must not
+    be created a second time (found by the fencing chaos test: a name created twice)."""
+
+    async def go() -> None:
+        s, fk, clock = make({"schedule": "0 * * * * *", "successfulJobsHistoryLimit": 0})
+        s.claim_ahead = timedelta(seconds=60)
+        key = ("ns", "t")
+        clock[0] = T0 + timedelta(seconds=30)
+        await s.reconcile(key)  # claims :60
+        clock[0] = T0 + timedelta(seconds=60.01)
+        await s.reconcile(key)  # creates it, with no write
+        [name] = fk.created
+        s.store.drop_job(fk.jobs.pop(name))  # the DELETED event, before the status write that explains it
+        clock[0] = T0 + timedelta(seconds=60.5)
+        await s.reconcile(key)
+        assert fk.created == [name]
+
+    asyncio.run(go())

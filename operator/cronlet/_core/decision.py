@@ -464,9 +464,12 @@ class _Pass:
                 continue
             at = times.parse(entry.scheduled_time)
             others = [a for a in self.active if not ahead(a) or a.job_name in self.by_name]
-            still_due = sched is not None and _is_due_time(sched, at)
-            if spec.suspend or not still_due:
-                self._let_go(entry, decide_again=False)  # nothing is owed for that due time now
+            old_key = self.task.status.schedule_key
+            edited = old_key is not None and old_key != naming.schedule_key(spec)
+            if spec.suspend or edited or sched is None or not _is_due_time(sched, at):
+                # Nothing is owed for that due time now: suspended, or claimed under another schedule (whose
+                # due times before the edit were never promised: due() counts the new one's from now).
+                self._let_go(entry, decide_again=False)
             elif self.now < at:
                 self.wake.append(at)
                 kept.append(entry)
@@ -867,8 +870,11 @@ class _Pass:
 
 
 def ahead(entry: ActiveRun) -> bool:
-    """A run claimed ahead of its due time: its first attempt was claimed before it was due."""
-    if entry.attempt != 1 or entry.claim_time is None or naming.is_manual(entry.run_id):
+    """A run claimed ahead of its due time: its first attempt was claimed before it was due (and has not
+    failed: an attempt that failed, its Job deleted for not starting, waits for its retry)."""
+    if entry.attempt != 1 or entry.claim_time is None or entry.next_retry_time is not None:
+        return False
+    if naming.is_manual(entry.run_id):
         return False
     return times.parse(entry.claim_time) < times.parse(entry.scheduled_time)
 

@@ -232,3 +232,33 @@ def test_a_replica_that_restarts_without_its_claims_counts_every_due_time_once()
         assert c.runs + c.skipped + c.missed == handled, (alone_since, c, end.status.history)
         started = [h.scheduled_time for h in end.status.history if h.outcome == "Succeeded"]
         assert len(started) == len(set(started))
+
+
+def test_an_edited_schedule_that_keeps_the_claimed_time_still_lets_the_claim_go() -> None:
+    """Else its due times before the claimed one were never handled: the cursor stood at the claim. (Found by
+    review: without claiming ahead, :40 starts.)"""
+    t = task(MINUTELY)
+    r = step(t, [], now=30)
+    tt = then(t, r, spec={**t.spec, "schedule": "*/10 * * * * *"})
+    edited = step(tt, [], now=35, mine=claims(r))
+    assert [a.scheduled_time for a in edited.status.active] == [rfc3339(at(40))]  # the new schedule's
+    due = step(then(tt, edited), [], now=40.01, mine=claims(edited))
+    assert [c.scheduled_time for c in due.create] == [at(40)]
+
+
+def test_an_attempt_claimed_ahead_that_did_not_start_is_retried_as_attempt_2() -> None:
+    """Its Job is deleted for not starting; when its deletion is seen it is a failed attempt waiting for its
+    retry, not a claim never created (which would create attempt 1 again). Found by review."""
+    t = task({**MINUTELY, "startTimeout": "30s"})
+    r = step(t, [], now=30)
+    claimed = then(t, r)
+    step(claimed, [], now=60.01, mine=claims(r))
+    pending = job(60, created=60.05, started=False)
+    failed = decision.plan(
+        claimed, [pending], now=at(90.1), not_started={pending.name: "ImagePullBackOff: no such image"}
+    )
+    assert failed.delete == (pending.name,)
+    gone = step(then(claimed, failed), [], now=90.3)
+    assert gone.create == () and gone.status.active[0].next_retry_time is not None
+    retried = step(then(claimed, failed), [], now=110)
+    assert [(c.run_id, c.attempt) for c in retried.create] == [(naming.scheduled_run_id(at(60)), 2)]

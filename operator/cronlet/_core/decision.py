@@ -719,20 +719,23 @@ class _Pass:
 
     def _claim(self, due: datetime) -> None:
         """Claim the run of ``due`` (after now) in this pass's write; its Job is created at ``due``."""
-        run_id = naming.scheduled_run_id(due)
+        self._first_attempt(naming.scheduled_run_id(due), due, start=due)
+        self.wake.append(due)
+
+    def _first_attempt(self, run_id: str, due: datetime, *, start: datetime) -> None:
+        """Record the run's first attempt in ``active``, claimed now."""
         self.active.append(
             ActiveRun(
                 job_name=naming.job_name(self.task.name, run_id, 1),
                 scheduled_time=times.rfc3339(due),
                 attempt=1,
                 run_id=run_id,
-                start_time=times.rfc3339(due),
+                start_time=times.rfc3339(start),
                 claim_time=times.rfc3339(self.now),
             )
         )
         self.counters["runs"] += 1
         self.last_schedule = max(self.last_schedule, due) if self.last_schedule else due
-        self.wake.append(due)
 
     def _missed_and_latest(self, spec: TaskSpec, sched: schedule.Schedule, due: schedule.DueRuns) -> None:
         """Record the due runs that will not start as Missed, and start the latest if it is still in time."""
@@ -831,18 +834,7 @@ class _Pass:
             return  # already running (adopted): the derived name would collide anyway
         self.started.add(run_id)
         self.create.append(JobToCreate(run_id=run_id, attempt=1, scheduled_time=due, manual=manual))
-        self.active.append(
-            ActiveRun(
-                job_name=naming.job_name(self.task.name, run_id, 1),
-                scheduled_time=times.rfc3339(due),
-                attempt=1,
-                run_id=run_id,
-                start_time=times.rfc3339(self.now),
-                claim_time=times.rfc3339(self.now),
-            )
-        )
-        self.counters["runs"] += 1
-        self.last_schedule = max(self.last_schedule, due) if self.last_schedule else due
+        self._first_attempt(run_id, due, start=self.now)
         self.emit_started(self.active[-1])
 
     def cleanup(self, spec: TaskSpec) -> None:

@@ -238,6 +238,19 @@ def test_without_per_task_labels_the_run_gauges_sum_every_task_when_scraped() ->
     assert 'cronlet_tasks{namespace="ns",phase="Running"} 1.0' in text
 
 
+def _slow_writes(fk: FakeKube, *, before: float = 0.0, after: float = 0.0) -> None:
+    """Status writes that block the process (as a freeze would) before they go out, or after."""
+    write = fk.patch_status
+
+    async def slow(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        time.sleep(before)
+        answer = await write(*args, **kwargs)
+        time.sleep(after)
+        return answer
+
+    fk.patch_status = slow  # type: ignore[method-assign]
+
+
 def test_a_claim_whose_write_answer_came_late_creates_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Frozen (SIGSTOP) with the claim write's answer unread: once thawed the window, which starts when the
     claim was decided, has passed, so nothing is created; another replica may have re-claimed by then. With
@@ -248,14 +261,7 @@ def test_a_claim_whose_write_answer_came_late_creates_nothing(monkeypatch: pytes
         s, fk, clock = make({})
         key = ("ns", "t")
         clock[0] = T0 + timedelta(seconds=10.01)
-        write = fk.patch_status
-
-        async def frozen_answer(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            answer = await write(*args, **kwargs)  # the claim is written...
-            time.sleep(0.3)  # ...and the process stops before it reads the answer
-            return answer
-
-        fk.patch_status = frozen_answer  # type: ignore[method-assign]
+        _slow_writes(fk, after=0.3)  # the claim is written, and the process stops before it reads the answer
         await s.reconcile(key)
         assert fk.created == []
         assert s.timers.pending(key) == clock[0]  # decided again at once, from the written claim
@@ -582,13 +588,7 @@ def test_a_claim_write_that_waited_too_long_to_go_out_creates_nothing(
         s, fk, clock = make({})
         key = ("ns", "t")
         clock[0] = T0 + timedelta(seconds=10.01)
-        write = fk.patch_status
-
-        async def queued(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            time.sleep(0.25)  # waits for the rate limit, then goes out
-            return await write(*args, **kwargs)
-
-        fk.patch_status = queued  # type: ignore[method-assign]
+        _slow_writes(fk, before=0.25)  # the claim write waits for the rate limit, then goes out
         await s.reconcile(key)
         assert fk.created == []
 

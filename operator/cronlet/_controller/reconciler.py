@@ -203,7 +203,7 @@ class Reconciler:
         if written is not body:
             first = sent[0] if sent else decided  # (``sent`` is never empty: the earliest it can be)
             went_out = self.clock() - timedelta(seconds=max(0.0, time.monotonic() - first))
-            held = self._wrote(key, view, plan, sent=(first, went_out), decided=(decided, now))
+            held = self._wrote(key, view, plan, held, sent=(first, went_out), decided=(decided, now))
         if not await self._create_jobs(key, written, view, plan, now, held=held):
             return
         # The next look is due whatever happens below: a failed delete or Event must not lose it.
@@ -240,12 +240,13 @@ class Reconciler:
         key: Key,
         view: TaskView,
         plan: Plan,
+        before: dict[tuple[str, str], float],
         *,
         sent: tuple[float, datetime],
         decided: tuple[float, datetime],
     ) -> dict[tuple[str, str], float]:
-        """After our status write won: the claims it made are ours, those it kept are ours if they were."""
-        before = self._held(key, view)
+        """After our status write won: the claims it made are ours, those it kept are ours if they were
+        (``before``: ours in the status it replaced)."""
         known = {(a.job_name, a.claim_time) for a in view.status.active}
         held: dict[tuple[str, str], float] = {}
         for entry in plan.status.active:

@@ -458,14 +458,13 @@ class _Pass:
         times were handled while it waited, it is recorded missed.
         """
         kept: list[ActiveRun] = []
+        others = [a for a in self.active if not ahead(a) or a.job_name in self.by_name]
+        edited = self._schedule_edited(spec)
         for entry in self.active:
-            if not ahead(entry) or entry.job_name in self.by_name:
+            if entry in others:
                 kept.append(entry)
                 continue
             at = times.parse(entry.scheduled_time)
-            others = [a for a in self.active if not ahead(a) or a.job_name in self.by_name]
-            old_key = self.task.status.schedule_key
-            edited = old_key is not None and old_key != naming.schedule_key(spec)
             if spec.suspend or edited or sched is None or not _is_due_time(sched, at):
                 # Nothing is owed for that due time now: suspended, or claimed under another schedule (whose
                 # due times before the edit were never promised: due() counts the new one's from now).
@@ -487,6 +486,11 @@ class _Pass:
             else:
                 self._let_go(entry, decide_again=True)  # not created by its claimant: due decides again
         self.active = kept
+
+    def _schedule_edited(self, spec: TaskSpec) -> bool:
+        """Whether the schedule (or its zone) differs from the one the status counts due times under."""
+        old = self.task.status.schedule_key
+        return old is not None and old != naming.schedule_key(spec)
 
     def _not_due_yet(self, entry: ActiveRun) -> bool:
         """A run claimed ahead whose due time has not come (nor its Job)."""
@@ -692,7 +696,7 @@ class _Pass:
             return
         cursor = self.cursor if self.cursor is not None else self.task.created
         old = self.task.status
-        changed = old.schedule_key is not None and old.schedule_key != naming.schedule_key(spec)
+        changed = self._schedule_edited(spec)
         if old.phase in ("Suspended", "Invalid") or changed:
             # Just resumed or repaired, or a new schedule: what fell due before now is not run later (under a
             # new schedule, due times before the change were never promised).
